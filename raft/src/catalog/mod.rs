@@ -1,0 +1,11 @@
+//! The service catalog: domain model, typed commands, validation and the state machine.
+
+pub mod command;
+pub mod model;
+pub mod state;
+pub mod validate;
+
+pub use command::{Applied, ApplyError, BatchResponse, CatalogCommand, CommandBatch};
+pub use model::*;
+pub use state::{Catalog, ChangesSince};
+pub use validate::InvalidField;
