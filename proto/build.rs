@@ -10,7 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let includes = [std::path::PathBuf::from("proto"), include];
-    tonic_prost_build::configure().compile_with_config(config, &protos.map(Into::into), &includes)?;
+    tonic_prost_build::configure().compile_with_config(
+        config,
+        &protos.map(Into::into),
+        &includes,
+    )?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

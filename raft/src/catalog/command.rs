@@ -24,7 +24,10 @@ pub enum CatalogCommand {
         spec: Option<ServiceSpec>,
     },
     /// Removes one endpoint; the service stays, possibly with no endpoints.
-    DeregisterEndpoint { key: ServiceKey, endpoint: EndpointId },
+    DeregisterEndpoint {
+        key: ServiceKey,
+        endpoint: EndpointId,
+    },
     /// Sets a service's definition and its complete set of endpoints (what a reconciling
     /// source such as the catalog file proposes).
     PutService {
@@ -70,7 +73,10 @@ pub enum ApplyError {
     #[error("service {0} not found")]
     ServiceNotFound(ServiceKey),
     #[error("endpoint {endpoint} of service {key} not found")]
-    EndpointNotFound { key: ServiceKey, endpoint: EndpointId },
+    EndpointNotFound {
+        key: ServiceKey,
+        endpoint: EndpointId,
+    },
     #[error("service {key} is owned by source {owner}, not {writer}")]
     OwnedByOtherSource {
         key: ServiceKey,

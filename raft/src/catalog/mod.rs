@@ -1,6 +1,7 @@
 //! The service catalog: domain model, typed commands, validation and the state machine.
 
 pub mod command;
+mod map_as_pairs;
 pub mod model;
 pub mod state;
 pub mod validate;

@@ -38,7 +38,9 @@ impl fmt::Display for ServiceKey {
 }
 
 /// The application protocol a service port speaks, used by sidecars to pick a proxy mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -199,6 +201,7 @@ impl Source {
 pub struct Service {
     pub key: ServiceKey,
     pub spec: ServiceSpec,
+    #[serde(with = "super::map_as_pairs")]
     pub endpoints: BTreeMap<EndpointId, Endpoint>,
     pub source: Source,
     pub create_index: LogIndex,

@@ -17,8 +17,10 @@ pub const DEFAULT_MAX_TOMBSTONES: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
     cluster_id: Option<String>,
+    #[serde(with = "super::map_as_pairs")]
     services: BTreeMap<ServiceKey, Service>,
     /// Deleted services and the index of their deletion.
+    #[serde(with = "super::map_as_pairs")]
     tombstones: BTreeMap<ServiceKey, LogIndex>,
     /// Highest deletion index of a tombstone that was dropped: changes since a version below
     /// this can no longer be told as a delta.
@@ -68,7 +70,10 @@ impl Catalog {
     }
 
     /// Services in key order, optionally of one namespace.
-    pub fn list<'a>(&'a self, namespace: Option<&'a str>) -> impl Iterator<Item = &'a Service> + 'a {
+    pub fn list<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Service> + 'a {
         self.services
             .values()
             .filter(move |s| namespace.is_none_or(|ns| s.key.namespace == ns))
@@ -117,7 +122,11 @@ impl Catalog {
 
     /// Applies one command at `index`. Indexes must be applied in increasing order; a command
     /// that changes nothing leaves every index untouched.
-    pub fn apply(&mut self, index: LogIndex, command: &CatalogCommand) -> Result<Applied, ApplyError> {
+    pub fn apply(
+        &mut self,
+        index: LogIndex,
+        command: &CatalogCommand,
+    ) -> Result<Applied, ApplyError> {
         let changed = match command {
             CatalogCommand::InitCluster { cluster_id } => match &self.cluster_id {
                 Some(existing) if existing == cluster_id => false,

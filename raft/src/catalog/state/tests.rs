@@ -35,8 +35,13 @@ fn register(name: &str, last_octet: u8) -> CatalogCommand {
 #[test]
 fn register_creates_service_at_index() {
     let mut catalog = Catalog::default();
-    assert_eq!(catalog.apply(3, &register("web", 1)), Ok(Applied { changed: true }));
-    let service = catalog.get(&key("web")).map(|s| (s.create_index, s.modify_index, s.endpoints.len()));
+    assert_eq!(
+        catalog.apply(3, &register("web", 1)),
+        Ok(Applied { changed: true })
+    );
+    let service = catalog
+        .get(&key("web"))
+        .map(|s| (s.create_index, s.modify_index, s.endpoints.len()));
     assert_eq!(service, Some((3, 3, 1)));
     assert_eq!(catalog.version(), 3);
 }
@@ -47,7 +52,10 @@ fn register_creates_service_at_index() {
 fn repeated_register_is_a_no_op() {
     let mut catalog = Catalog::default();
     let _ = catalog.apply(3, &register("web", 1));
-    assert_eq!(catalog.apply(4, &register("web", 1)), Ok(Applied { changed: false }));
+    assert_eq!(
+        catalog.apply(4, &register("web", 1)),
+        Ok(Applied { changed: false })
+    );
     assert_eq!(catalog.version(), 3);
     assert_eq!(catalog.get(&key("web")).map(|s| s.modify_index), Some(3));
 }
@@ -59,12 +67,23 @@ fn deregister_endpoint() {
     let _ = catalog.apply(1, &register("web", 1));
     let _ = catalog.apply(2, &register("web", 2));
     let id = endpoint(1).id;
-    let cmd = CatalogCommand::DeregisterEndpoint { key: key("web"), endpoint: id };
+    let cmd = CatalogCommand::DeregisterEndpoint {
+        key: key("web"),
+        endpoint: id,
+    };
     assert_eq!(catalog.apply(5, &cmd), Ok(Applied { changed: true }));
-    assert_eq!(catalog.get(&key("web")).map(|s| (s.modify_index, s.endpoints.len())), Some((5, 1)));
+    assert_eq!(
+        catalog
+            .get(&key("web"))
+            .map(|s| (s.modify_index, s.endpoints.len())),
+        Some((5, 1))
+    );
     assert_eq!(
         catalog.apply(6, &cmd),
-        Err(ApplyError::EndpointNotFound { key: key("web"), endpoint: id })
+        Err(ApplyError::EndpointNotFound {
+            key: key("web"),
+            endpoint: id
+        })
     );
     assert_eq!(catalog.version(), 5, "a refused command changes nothing");
 }
@@ -78,10 +97,19 @@ fn delete_leaves_tombstone_in_delta() {
     let _ = catalog.apply(2, &register("api", 1));
     let _ = catalog.apply(3, &CatalogCommand::DeleteService { key: key("web") });
     let delta = catalog.changes_since(1).map(|c| {
-        (c.upserted.iter().map(|s| s.key.name.clone()).collect::<Vec<_>>(), c.removed, c.version)
+        (
+            c.upserted
+                .iter()
+                .map(|s| s.key.name.clone())
+                .collect::<Vec<_>>(),
+            c.removed,
+            c.version,
+        )
     });
     assert_eq!(delta, Some((vec!["api".to_owned()], vec![key("web")], 3)));
-    let none = catalog.changes_since(3).map(|c| (c.upserted.len(), c.removed.len()));
+    let none = catalog
+        .changes_since(3)
+        .map(|c| (c.upserted.len(), c.removed.len()));
     assert_eq!(none, Some((0, 0)));
 }
 
@@ -118,7 +146,11 @@ fn dropped_tombstones_force_snapshot() {
 fn put_service_reconciles() {
     let mut catalog = Catalog::default();
     let spec = ServiceSpec {
-        ports: vec![ServicePort { name: "http".into(), port: 80, protocol: Default::default() }],
+        ports: vec![ServicePort {
+            name: "http".into(),
+            port: 80,
+            protocol: Default::default(),
+        }],
         ..Default::default()
     };
     let put = |eps: Vec<EndpointSpec>| CatalogCommand::PutService {
@@ -128,12 +160,20 @@ fn put_service_reconciles() {
         endpoints: eps,
     };
     let _ = catalog.apply(1, &put(vec![endpoint(1), endpoint(2)]));
-    assert_eq!(catalog.apply(2, &put(vec![endpoint(1), endpoint(2)])), Ok(Applied { changed: false }));
+    assert_eq!(
+        catalog.apply(2, &put(vec![endpoint(1), endpoint(2)])),
+        Ok(Applied { changed: false })
+    );
     let _ = catalog.apply(3, &put(vec![endpoint(1), endpoint(3)]));
     let service = catalog.get(&key("web"));
-    let indexes: Vec<_> = service.map(|s| s.endpoints.values().map(|e| e.modify_index).collect()).unwrap_or_default();
+    let indexes: Vec<_> = service
+        .map(|s| s.endpoints.values().map(|e| e.modify_index).collect())
+        .unwrap_or_default();
     assert_eq!(indexes, vec![1, 3]);
-    assert_eq!(service.map(|s| (s.create_index, s.modify_index)), Some((1, 3)));
+    assert_eq!(
+        service.map(|s| (s.create_index, s.modify_index)),
+        Some((1, 3))
+    );
 }
 
 /// A source cannot add endpoints to a service another source owns.
@@ -147,16 +187,37 @@ fn register_into_file_owned_service_is_refused() {
         endpoints: vec![],
     };
     let _ = catalog.apply(1, &put);
-    assert!(matches!(catalog.apply(2, &register("web", 1)), Err(ApplyError::OwnedByOtherSource { .. })));
+    assert!(matches!(
+        catalog.apply(2, &register("web", 1)),
+        Err(ApplyError::OwnedByOtherSource { .. })
+    ));
 }
 
 /// The cluster id is set once and never changed.
 #[test]
 fn cluster_id_is_set_once() {
     let mut catalog = Catalog::default();
-    let init = |id: &str| CatalogCommand::InitCluster { cluster_id: id.into() };
+    let init = |id: &str| CatalogCommand::InitCluster {
+        cluster_id: id.into(),
+    };
     assert_eq!(catalog.apply(1, &init("a")), Ok(Applied { changed: true }));
     assert_eq!(catalog.apply(2, &init("a")), Ok(Applied { changed: false }));
-    assert_eq!(catalog.apply(3, &init("b")), Err(ApplyError::ClusterIdAlreadySet("a".into())));
+    assert_eq!(
+        catalog.apply(3, &init("b")),
+        Err(ApplyError::ClusterIdAlreadySet("a".into()))
+    );
     assert_eq!(catalog.cluster_id(), Some("a"));
+}
+
+/// The catalog survives a JSON round trip (snapshots are JSON), structured map keys included.
+#[test]
+fn catalog_round_trips_through_json() {
+    let mut catalog = Catalog::default();
+    let _ = catalog.apply(1, &register("web", 1));
+    let _ = catalog.apply(2, &register("api", 2));
+    let _ = catalog.apply(3, &CatalogCommand::DeleteService { key: key("api") });
+    let json = serde_json::to_vec(&catalog).map_err(|e| e.to_string());
+    let back: Result<Catalog, String> =
+        json.and_then(|j| serde_json::from_slice(&j).map_err(|e| e.to_string()));
+    assert_eq!(back, Ok(catalog));
 }
