@@ -1,0 +1,258 @@
+//! Talking to replicas: one bounded attempt per replica, and failover across the list.
+//!
+//! Every replica serves every RPC (followers forward writes to the leader), so the client does
+//! not look for the leader: it asks the replicas in the order given until one answers. Only
+//! failures that say "this replica cannot answer now" move on to the next one; an answer that
+//! is an application error (INVALID_ARGUMENT, NOT_FOUND, ...) would be the same everywhere
+//! and is returned as is.
+
+use std::fmt;
+use std::time::Duration;
+
+use netting_proto::catalog::v1::catalog_client::CatalogClient;
+use netting_proto::catalog::v1::cluster_client::ClusterClient;
+use netting_proto::catalog::v1::{
+    DeregisterRequest, GetServiceRequest, GetServiceResponse, ListServicesRequest,
+    ListServicesResponse, RegisterRequest, RemoveMemberRequest, RemoveMemberResponse,
+    StatusRequest, StatusResponse, WriteResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::error::{CtlError, StatusText, error_chain};
+use super::target::Target;
+
+/// Why one replica gave no usable answer.
+#[derive(Debug)]
+pub enum CallError {
+    /// The address could not be dialled at all (e.g. a bad address reported by the cluster).
+    InvalidAddress(String),
+    /// No connection could be made: refused, unreachable, name not resolved.
+    Connect(String),
+    /// Nothing came back within the timeout (connecting included).
+    TimedOut(Duration),
+    /// The replica answered with a gRPC error status.
+    Status(Status),
+}
+
+impl CallError {
+    /// Whether another replica could answer where this one did not.
+    ///
+    /// UNAVAILABLE covers a replica that is shutting down or has no leader to forward to;
+    /// DEADLINE_EXCEEDED one that is too slow. Retrying a write elsewhere after a timeout is
+    /// safe for `Register` (idempotent by definition); a retried `Deregister` whose first try
+    /// did apply answers NOT_FOUND, which is reported and never hides a lost write.
+    pub fn tries_next(&self) -> bool {
+        match self {
+            CallError::InvalidAddress(_) | CallError::Connect(_) | CallError::TimedOut(_) => true,
+            CallError::Status(status) => {
+                matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
+            }
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::InvalidAddress(reason) => f.write_str(reason),
+            CallError::Connect(reason) => write!(f, "cannot connect: {reason}"),
+            CallError::TimedOut(after) => write!(f, "no answer within {after:?}"),
+            CallError::Status(status) => StatusText(status).fmt(f),
+        }
+    }
+}
+
+/// One replica that was tried and did not answer.
+#[derive(Debug)]
+pub struct Failure {
+    pub target: Target,
+    pub error: CallError,
+}
+
+/// A value and the replica that gave it.
+#[derive(Debug)]
+pub struct Answer<T> {
+    pub target: Target,
+    pub value: T,
+}
+
+/// Runs `attempt` against each target in order and returns the first answer.
+///
+/// A failure for which [`CallError::tries_next`] holds moves on to the next target; any other
+/// failure is final and becomes [`CtlError::Rpc`]. When every target failed, all their
+/// failures are returned in [`CtlError::NoAnswer`], in order.
+pub async fn try_each<T, F>(targets: &[Target], mut attempt: F) -> Result<Answer<T>, CtlError>
+where
+    F: AsyncFnMut(&Target) -> Result<T, CallError>,
+{
+    let mut failures = Vec::new();
+    for target in targets {
+        match attempt(target).await {
+            Ok(value) => {
+                return Ok(Answer {
+                    target: target.clone(),
+                    value,
+                });
+            }
+            Err(error) if error.tries_next() => failures.push(Failure {
+                target: target.clone(),
+                error,
+            }),
+            Err(CallError::Status(status)) => {
+                return Err(CtlError::Rpc {
+                    target: target.clone(),
+                    code: status.code(),
+                    message: status.message().to_owned(),
+                });
+            }
+            // Only statuses can be final (see `tries_next`); kept total rather than panicking.
+            Err(error) => failures.push(Failure {
+                target: target.clone(),
+                error,
+            }),
+        }
+    }
+    Err(CtlError::NoAnswer(failures))
+}
+
+/// The replicas to ask and how long each may take.
+#[derive(Debug, Clone)]
+pub struct Client {
+    targets: Vec<Target>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// `timeout` bounds each replica's attempt, connecting included.
+    pub fn new(targets: Vec<Target>, timeout: Duration) -> Self {
+        Self { targets, timeout }
+    }
+
+    /// The replicas in the order they are tried.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Connects to one replica and runs `call` on the connection, all within the timeout.
+    pub async fn ask<T>(
+        &self,
+        target: &Target,
+        call: impl AsyncFnOnce(Channel) -> Result<T, Status>,
+    ) -> Result<T, CallError> {
+        let attempt = async {
+            let endpoint = Endpoint::from_shared(target.uri().to_owned())
+                .map_err(|err| CallError::InvalidAddress(error_chain(&err)))?
+                .connect_timeout(self.timeout);
+            // Connecting eagerly keeps "nobody listens there" apart from errors of the call.
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|err| CallError::Connect(error_chain(&err)))?;
+            call(channel).await.map_err(CallError::Status)
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .unwrap_or(Err(CallError::TimedOut(self.timeout)))
+    }
+
+    /// Runs `call` against the replicas in order until one answers (see [`try_each`]).
+    pub async fn first_answer<T>(
+        &self,
+        mut call: impl AsyncFnMut(Channel) -> Result<T, Status>,
+    ) -> Result<Answer<T>, CtlError> {
+        try_each(&self.targets, async |target: &Target| {
+            self.ask(target, async |channel| call(channel).await).await
+        })
+        .await
+    }
+
+    /// `Cluster/Status` of one replica.
+    pub async fn status_of(&self, target: &Target) -> Result<StatusResponse, CallError> {
+        self.ask(target, async |channel| {
+            let response = ClusterClient::new(channel).status(StatusRequest {}).await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+
+    /// `Cluster/Status` of the first replica that answers.
+    pub async fn first_status(&self) -> Result<Answer<StatusResponse>, CtlError> {
+        self.first_answer(async |channel| {
+            let response = ClusterClient::new(channel).status(StatusRequest {}).await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+
+    /// `Cluster/RemoveMember`.
+    pub async fn remove_member(
+        &self,
+        request: RemoveMemberRequest,
+    ) -> Result<Answer<RemoveMemberResponse>, CtlError> {
+        self.first_answer(async |channel| {
+            let response = ClusterClient::new(channel).remove_member(request).await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+
+    /// `Catalog/Register`.
+    pub async fn register(
+        &self,
+        request: RegisterRequest,
+    ) -> Result<Answer<WriteResponse>, CtlError> {
+        self.first_answer(async |channel| {
+            let response = CatalogClient::new(channel)
+                .register(request.clone())
+                .await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+
+    /// `Catalog/Deregister`.
+    pub async fn deregister(
+        &self,
+        request: DeregisterRequest,
+    ) -> Result<Answer<WriteResponse>, CtlError> {
+        self.first_answer(async |channel| {
+            let response = CatalogClient::new(channel)
+                .deregister(request.clone())
+                .await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+
+    /// `Catalog/GetService`.
+    pub async fn get_service(
+        &self,
+        request: GetServiceRequest,
+    ) -> Result<Answer<GetServiceResponse>, CtlError> {
+        self.first_answer(async |channel| {
+            let response = CatalogClient::new(channel)
+                .get_service(request.clone())
+                .await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+
+    /// `Catalog/ListServices`.
+    pub async fn list_services(
+        &self,
+        request: ListServicesRequest,
+    ) -> Result<Answer<ListServicesResponse>, CtlError> {
+        self.first_answer(async |channel| {
+            let response = CatalogClient::new(channel)
+                .list_services(request.clone())
+                .await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! What can go wrong in a `nettingctl` command, and the exit code each failure gives.
+
+use std::fmt;
+use std::io;
+
+use thiserror::Error;
+use tonic::Code;
+
+use super::client::Failure;
+use super::target::{InvalidAddr, Target};
+
+/// Exit code for bad input caught before anything was sent (clap uses the same for its own).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for every other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// A failed command. `Display` is the message printed after `error: `.
+#[derive(Debug, Error)]
+pub enum CtlError {
+    /// Input refused before anything was sent.
+    #[error("{0}")]
+    Usage(String),
+    /// A replica answered with an error that asking another replica would not change.
+    #[error("{}", rpc_message(.target, *.code, .message))]
+    Rpc {
+        target: Target,
+        code: Code,
+        message: String,
+    },
+    /// Every replica was tried and none gave an answer.
+    #[error("{}", no_answer_message(.0))]
+    NoAnswer(Vec<Failure>),
+    /// A replica answered, but not with something this client can use.
+    #[error("{0}")]
+    Unexpected(String),
+    #[error("cannot write output: {0}")]
+    Output(#[from] io::Error),
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl CtlError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Usage(_) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    /// True when stdout was closed by its reader (`nettingctl ... | head`): nothing to report.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            CtlError::Output(err) => err.kind() == io::ErrorKind::BrokenPipe,
+            CtlError::Json(err) => err.io_error_kind() == Some(io::ErrorKind::BrokenPipe),
+            _ => false,
+        }
+    }
+}
+
+impl From<InvalidAddr> for CtlError {
+    fn from(err: InvalidAddr) -> Self {
+        CtlError::Usage(err.to_string())
+    }
+}
+
+fn rpc_message(target: &Target, code: Code, message: &str) -> String {
+    if message.is_empty() {
+        format!("{} (replica {target})", code_name(code))
+    } else {
+        format!("{}: {message} (replica {target})", code_name(code))
+    }
+}
+
+fn no_answer_message(failures: &[Failure]) -> String {
+    let mut text = String::from("no replica answered");
+    for failure in failures {
+        text.push_str(&format!("\n  {}: {}", failure.target, failure.error));
+    }
+    text
+}
+
+/// The canonical gRPC name of a status code (`NOT_FOUND`), which is what operators search for.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// An error and its sources joined with `: `, skipping repeats, because transport errors keep
+/// the useful part ("Connection refused") several sources deep.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Shows a status as `CODE: message`, or just `CODE` when the message is empty.
+#[derive(Debug)]
+pub struct StatusText<'a>(pub &'a tonic::Status);
+
+impl fmt::Display for StatusText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = code_name(self.0.code());
+        match self.0.message() {
+            "" => f.write_str(name),
+            message => write!(f, "{name}: {message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Application errors print the canonical code, the server's message and which replica said it.
+    #[test]
+    fn rpc_errors_name_code_message_and_replica() {
+        let err = CtlError::Rpc {
+            target: Target::parse("127.0.0.1:7100").unwrap(),
+            code: Code::NotFound,
+            message: "service default/web not found".to_owned(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "NOT_FOUND: service default/web not found (replica 127.0.0.1:7100)"
+        );
+        assert_eq!(err.exit_code(), EXIT_FAILURE);
+        assert_eq!(CtlError::Usage("x".into()).exit_code(), EXIT_USAGE);
+    }
+
+    /// Nested sources are all shown once, outermost first.
+    #[test]
+    fn error_chain_joins_sources_without_repeats() {
+        #[derive(Debug, Error)]
+        #[error("outer")]
+        struct Outer(#[source] io::Error);
+        let err = Outer(io::Error::new(io::ErrorKind::ConnectionRefused, "refused"));
+        assert_eq!(error_chain(&err), "outer: refused");
+    }
+
+    /// A closed stdout is recognised so main can exit quietly.
+    #[test]
+    fn broken_pipe_is_recognised() {
+        let err = CtlError::Output(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(err.is_broken_pipe());
+        assert!(!CtlError::Usage(String::new()).is_broken_pipe());
+    }
+}

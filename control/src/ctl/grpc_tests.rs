@@ -1,0 +1,584 @@
+//! Whole commands against fake replicas: real tonic servers on 127.0.0.1 that implement the
+//! generated `Catalog` and `Cluster` traits with scripted answers, so the client's gRPC path,
+//! failover and output are exercised end to end without a Raft cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use netting_proto::catalog::v1::catalog_server::{Catalog, CatalogServer};
+use netting_proto::catalog::v1::cluster_server::{Cluster, ClusterServer};
+use netting_proto::catalog::v1::{
+    Consistency, DeregisterRequest, Endpoint, GetServiceRequest, GetServiceResponse, JoinRequest,
+    JoinResponse, ListServicesRequest, ListServicesResponse, Member, RegisterRequest,
+    RemoveMemberRequest, RemoveMemberResponse, Service, StatusRequest, StatusResponse,
+    WriteResponse,
+};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status};
+
+use super::{Cli, CtlError, Environment, run};
+
+/// How a fake replica answers every RPC.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Answer,
+    /// As a replica with no leader to forward to.
+    Unavailable,
+    /// Accepts the call and never answers.
+    Hang,
+}
+
+#[derive(Debug)]
+struct FakeReplica {
+    node_id: u64,
+    mode: Mode,
+    state: &'static str,
+    applied_index: u64,
+    /// The replica's own address, filled in once it listens.
+    address: Mutex<String>,
+    members: Mutex<Vec<Member>>,
+    calls: AtomicUsize,
+    registered: Mutex<Vec<RegisterRequest>>,
+    deregistered: Mutex<Vec<DeregisterRequest>>,
+    gets: Mutex<Vec<GetServiceRequest>>,
+}
+
+impl FakeReplica {
+    fn new(node_id: u64, mode: Mode) -> Self {
+        Self {
+            node_id,
+            mode,
+            state: "follower",
+            applied_index: 40,
+            address: Mutex::new(String::new()),
+            members: Mutex::new(Vec::new()),
+            calls: AtomicUsize::new(0),
+            registered: Mutex::new(Vec::new()),
+            deregistered: Mutex::new(Vec::new()),
+            gets: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn leader(node_id: u64) -> Self {
+        Self {
+            state: "leader",
+            applied_index: 44,
+            ..Self::new(node_id, Mode::Answer)
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn gate(&self) -> Result<(), Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match self.mode {
+            Mode::Answer => Ok(()),
+            Mode::Unavailable => Err(Status::unavailable("no leader known")),
+            Mode::Hang => std::future::pending().await,
+        }
+    }
+}
+
+fn service(name: &str) -> Service {
+    Service {
+        namespace: "shop".into(),
+        name: name.into(),
+        endpoints: vec![Endpoint {
+            address: "10.0.0.9".into(),
+            port: 8080,
+            ready: true,
+            modify_index: 11,
+            ..Endpoint::default()
+        }],
+        source: "api".into(),
+        create_index: 3,
+        modify_index: 11,
+        ..Service::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Catalog for FakeReplica {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        self.gate().await?;
+        self.registered.lock().unwrap().push(request.into_inner());
+        Ok(Response::new(WriteResponse {
+            version: 42,
+            leader_id: 1,
+        }))
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<DeregisterRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        self.gate().await?;
+        self.deregistered.lock().unwrap().push(request.into_inner());
+        Ok(Response::new(WriteResponse {
+            version: 43,
+            leader_id: 1,
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> Result<Response<GetServiceResponse>, Status> {
+        self.gate().await?;
+        let request = request.into_inner();
+        self.gets.lock().unwrap().push(request.clone());
+        if request.service == "missing" {
+            return Err(Status::not_found("service shop/missing not found"));
+        }
+        Ok(Response::new(GetServiceResponse {
+            service: Some(service(&request.service)),
+            version: 40,
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        self.gate().await?;
+        Ok(Response::new(ListServicesResponse {
+            services: vec![service("web"), service("api")],
+            version: 40,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for FakeReplica {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.gate().await?;
+        Ok(Response::new(StatusResponse {
+            node_id: self.node_id,
+            address: self.address.lock().unwrap().clone(),
+            state: self.state.into(),
+            term: 5,
+            leader_id: Some(1),
+            last_log_index: 45,
+            committed_index: 44,
+            applied_index: self.applied_index,
+            catalog_version: self.applied_index,
+            members: self.members.lock().unwrap().clone(),
+            ..StatusResponse::default()
+        }))
+    }
+
+    async fn join(&self, _: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<RemoveMemberResponse>, Status> {
+        self.gate().await?;
+        if request.into_inner().node_id == 9 {
+            return Err(Status::failed_precondition("removing 9 would lose quorum"));
+        }
+        Ok(Response::new(RemoveMemberResponse { voters: vec![2, 1] }))
+    }
+}
+
+/// Serves `replica` on an ephemeral port and returns its `host:port`.
+async fn serve(replica: &Arc<FakeReplica>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    *replica.address.lock().unwrap() = address.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(CatalogServer::from_arc(Arc::clone(replica)))
+        .add_service(ClusterServer::from_arc(Arc::clone(replica)))
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    address
+}
+
+/// An address where nothing listens: bound once for a free port, then released.
+fn refused() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+struct FakeEnv(HashMap<String, String>);
+
+impl Environment for FakeEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+fn no_env() -> FakeEnv {
+    FakeEnv(HashMap::new())
+}
+
+/// Runs `nettingctl ARGS` and returns what it printed, or its error.
+async fn ctl_with(env: &FakeEnv, args: &[&str]) -> Result<String, CtlError> {
+    let cli = Cli::try_parse_from(std::iter::once("nettingctl").chain(args.iter().copied()))
+        .expect("arguments parse");
+    let mut out = Vec::new();
+    run(cli, env, &mut out).await?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+async fn ctl(args: &[&str]) -> Result<String, CtlError> {
+    ctl_with(&no_env(), args).await
+}
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+/// The first address refuses connections, the second answers: the write lands there and its version is printed.
+#[tokio::test]
+async fn refused_replica_fails_over_to_the_next() {
+    let replica = Arc::new(FakeReplica::new(2, Mode::Answer));
+    let addr = format!("{},{}", refused(), serve(&replica).await);
+    let out = ctl(&[
+        "--addr",
+        &addr,
+        "catalog",
+        "register",
+        "shop/web",
+        "--address",
+        "10.0.0.7",
+        "--port",
+        "8080",
+        "--zone",
+        "eu-1a",
+        "--label",
+        "app=web",
+        "--service-port",
+        "http:8080:http",
+        "--load-balancer",
+        "round_robin",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        "registered 10.0.0.7:8080 of shop/web at version 42 (leader 1)\n"
+    );
+
+    let sent = replica.registered.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    let request = &sent[0];
+    assert_eq!(
+        (request.namespace.as_str(), request.service.as_str()),
+        ("shop", "web")
+    );
+    let endpoint = request.endpoint.clone().unwrap();
+    assert_eq!(
+        (endpoint.address.as_str(), endpoint.port, endpoint.ready),
+        ("10.0.0.7", 8080, true)
+    );
+    assert_eq!(endpoint.zone, "eu-1a");
+    assert_eq!(request.labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(request.ports[0].protocol, "http");
+    assert_eq!(request.policy.clone().unwrap().load_balancer, "round_robin");
+}
+
+/// A replica answering UNAVAILABLE is skipped; the next one's answer is printed as JSON.
+#[tokio::test]
+async fn unavailable_replica_fails_over() {
+    let sick = Arc::new(FakeReplica::new(1, Mode::Unavailable));
+    let well = Arc::new(FakeReplica::new(2, Mode::Answer));
+    let addr = format!("{},{}", serve(&sick).await, serve(&well).await);
+    let out = ctl(&["--addr", &addr, "-o", "json", "catalog", "list"])
+        .await
+        .unwrap();
+    let value = json_of(&out);
+    assert_eq!(value["version"], 40);
+    let names: Vec<&str> = value["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api", "web"], "services are sorted");
+    assert_eq!((sick.calls(), well.calls()), (1, 1));
+}
+
+/// A replica that accepts the call but never answers is abandoned after --timeout for the next one.
+#[tokio::test]
+async fn hanging_replica_times_out_and_fails_over() {
+    let stuck = Arc::new(FakeReplica::new(1, Mode::Hang));
+    let well = Arc::new(FakeReplica::new(2, Mode::Answer));
+    let first = serve(&stuck).await;
+    let second = serve(&well).await;
+    let out = ctl(&[
+        "--addr",
+        &first,
+        "--addr",
+        &second,
+        "--timeout",
+        "300ms",
+        "catalog",
+        "get",
+        "shop/web",
+        "--linearizable",
+    ])
+    .await
+    .unwrap();
+    assert!(out.contains("10.0.0.9  8080  true"), "{out}");
+    assert_eq!(stuck.calls(), 1);
+    let gets = well.gets.lock().unwrap().clone();
+    assert_eq!(gets[0].consistency, Consistency::Linearizable as i32);
+}
+
+/// An application error (NOT_FOUND) is final: it is reported with its code and the next replica is never asked.
+#[tokio::test]
+async fn application_errors_are_not_retried_elsewhere() {
+    let first = Arc::new(FakeReplica::new(1, Mode::Answer));
+    let second = Arc::new(FakeReplica::new(2, Mode::Answer));
+    let first_addr = serve(&first).await;
+    let addr = format!("{first_addr},{}", serve(&second).await);
+    let err = ctl(&["--addr", &addr, "catalog", "get", "shop/missing"])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CtlError::Rpc {
+                code: Code::NotFound,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("NOT_FOUND: service shop/missing not found (replica {first_addr})")
+    );
+    assert_eq!(err.exit_code(), 1);
+    assert_eq!(second.calls(), 0);
+}
+
+/// When no replica answers, the error lists every address with its reason.
+#[tokio::test]
+async fn no_answer_lists_every_replica() {
+    let (a, b) = (refused(), refused());
+    let err = ctl(&["--addr", &format!("{a},{b}"), "members", "list"])
+        .await
+        .unwrap_err();
+    let CtlError::NoAnswer(failures) = &err else {
+        panic!("expected NoAnswer, got {err:?}");
+    };
+    assert_eq!(failures.len(), 2);
+    let text = err.to_string();
+    assert!(text.starts_with("no replica answered\n"), "{text}");
+    assert!(text.contains(&format!("  {a}: cannot connect: ")), "{text}");
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+}
+
+/// With one address, status follows the reported members: answering ones get rows with lag, dead ones "unreachable" rows.
+#[tokio::test]
+async fn status_follows_members_from_a_single_address() {
+    let leader = Arc::new(FakeReplica::leader(1));
+    let follower = Arc::new(FakeReplica::new(2, Mode::Answer));
+    let leader_addr = serve(&leader).await;
+    let follower_addr = serve(&follower).await;
+    let dead_addr = refused();
+    let member = |id: u64, address: &str| Member {
+        node_id: id,
+        address: address.to_owned(),
+        role: "voter".into(),
+        matched_index: None,
+    };
+    *leader.members.lock().unwrap() = vec![
+        member(1, &leader_addr),
+        member(2, &format!("http://{follower_addr}")),
+        member(3, &dead_addr),
+    ];
+
+    let out = ctl(&["--addr", &leader_addr, "-o", "json", "status"])
+        .await
+        .unwrap();
+    let rows = json_of(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!(rows[0]["id"], 1);
+    assert_eq!(rows[0]["state"], "leader");
+    assert_eq!(rows[0]["lag"], 1, "leader: last log 45, applied 44");
+    assert_eq!(rows[1]["id"], 2);
+    assert_eq!(rows[1]["address"], follower_addr.as_str());
+    assert_eq!(rows[1]["lag"], 5, "follower: applied 40");
+    assert_eq!(rows[1]["commit_index"], 44);
+    assert_eq!(rows[2]["id"], 3);
+    assert_eq!(rows[2]["state"], "unreachable");
+    assert!(
+        rows[2]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot connect"),
+        "{out}"
+    );
+
+    let table = ctl(&["--addr", &leader_addr, "status"]).await.unwrap();
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(
+        table.lines().nth(3).unwrap().contains("unreachable"),
+        "{table}"
+    );
+}
+
+/// With several addresses, status asks exactly those, concurrently, and does not follow members.
+#[tokio::test]
+async fn status_with_several_addresses_asks_only_those() {
+    let leader = Arc::new(FakeReplica::leader(1));
+    *leader.members.lock().unwrap() = vec![Member {
+        node_id: 7,
+        address: refused(),
+        role: "voter".into(),
+        matched_index: None,
+    }];
+    let stuck = Arc::new(FakeReplica::new(2, Mode::Hang));
+    let addr = format!("{},{}", serve(&leader).await, serve(&stuck).await);
+    let out = ctl(&[
+        "--addr",
+        &addr,
+        "--timeout",
+        "300ms",
+        "-o",
+        "json",
+        "status",
+    ])
+    .await
+    .unwrap();
+    let rows = json_of(&out);
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(rows[1]["state"], "unreachable");
+    assert_eq!(rows[1]["error"], "no answer within 300ms");
+}
+
+/// Status prints the unreachable rows and still fails when no replica answered.
+#[tokio::test]
+async fn status_fails_when_nobody_answers() {
+    let cli = Cli::try_parse_from(["nettingctl", "--addr", &refused(), "status"]).unwrap();
+    let mut out = Vec::new();
+    let err = run(cli, &no_env(), &mut out).await.unwrap_err();
+    assert_eq!(err.to_string(), "no replica answered");
+    let printed = String::from_utf8(out).unwrap();
+    assert!(
+        printed.lines().nth(1).unwrap().contains("unreachable"),
+        "{printed}"
+    );
+}
+
+/// Member commands: list from the first answering replica; a refused removal is reported with its code.
+#[tokio::test]
+async fn members_list_and_remove() {
+    let leader = Arc::new(FakeReplica::leader(1));
+    let addr = serve(&leader).await;
+    *leader.members.lock().unwrap() = vec![
+        Member {
+            node_id: 2,
+            address: "b:7100".into(),
+            role: "voter".into(),
+            matched_index: Some(44),
+        },
+        Member {
+            node_id: 1,
+            address: addr.clone(),
+            role: "voter".into(),
+            matched_index: Some(45),
+        },
+    ];
+    let list = json_of(
+        &ctl(&["--addr", &addr, "-o", "json", "members", "list"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(list[0]["id"], 1);
+    assert_eq!(list[0]["leader"], true);
+    assert_eq!(list[1]["matched_index"], 44);
+
+    let out = ctl(&["--addr", &addr, "members", "remove", "3"])
+        .await
+        .unwrap();
+    assert_eq!(out, "removed node 3; voters now: 1, 2\n");
+    let err = ctl(&["--addr", &addr, "members", "remove", "9"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("FAILED_PRECONDITION: removing 9 would lose quorum (replica {addr})")
+    );
+}
+
+/// Deregistering with --whole-service sends no endpoint; with --address/--port it sends that endpoint.
+#[tokio::test]
+async fn deregister_sends_what_was_asked() {
+    let replica = Arc::new(FakeReplica::new(1, Mode::Answer));
+    let addr = serve(&replica).await;
+    let out = ctl(&[
+        "--addr",
+        &addr,
+        "catalog",
+        "deregister",
+        "shop/web",
+        "--whole-service",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        "deregistered service shop/web at version 43 (leader 1)\n"
+    );
+    let out = ctl(&[
+        "--addr",
+        &addr,
+        "-o",
+        "json",
+        "catalog",
+        "deregister",
+        "shop/web",
+        "--address",
+        "10.0.0.9",
+        "--port",
+        "8080",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        json_of(&out)["endpoint"],
+        json!({"address": "10.0.0.9", "port": 8080})
+    );
+    let sent = replica.deregistered.lock().unwrap().clone();
+    assert_eq!(sent[0].endpoint, None);
+    assert_eq!(sent[1].endpoint.clone().unwrap().port, 8080);
+}
+
+/// Without --addr, NETTING_ADDR (through the Environment seam) names the replicas.
+#[tokio::test]
+async fn environment_names_the_replicas() {
+    let replica = Arc::new(FakeReplica::new(1, Mode::Answer));
+    let addr = serve(&replica).await;
+    let env = FakeEnv(HashMap::from([(
+        "NETTING_ADDR".to_owned(),
+        format!("{}, http://{addr}", refused()),
+    )]));
+    let out = ctl_with(&env, &["-o", "json", "catalog", "get", "shop/web"])
+        .await
+        .unwrap();
+    let value = json_of(&out);
+    assert_eq!(value["version"], 40);
+    assert_eq!(value["service"]["endpoints"][0]["address"], "10.0.0.9");
+    assert_eq!(
+        replica.gets.lock().unwrap()[0].consistency,
+        Consistency::Local as i32
+    );
+}
