@@ -1,0 +1,178 @@
+//! The catalog writer: the one way catalog commands reach Raft on the leader.
+//!
+//! Concurrent writers are batched into one Raft entry (one fsync, one replication round trip)
+//! without a timer: while a batch is in flight, new commands queue, and the queue goes out as
+//! the next batch as soon as a slot frees. Under light load a command goes out at once; under
+//! heavy load batches grow by themselves.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use actix::prelude::*;
+use netting_raft::catalog::{Applied, ApplyError, CatalogCommand, CommandBatch, LogIndex};
+use netting_raft::{NodeId, Raft};
+use openraft::error::{ClientWriteError, RaftError};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+/// Proposes one catalog command and answers once it is committed and applied.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Proposed, ProposeError>")]
+pub struct Propose(pub CatalogCommand);
+
+/// A committed command and what it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proposed {
+    pub applied: Applied,
+    /// Catalog version after the entry that carried the command.
+    pub version: LogIndex,
+    /// Log index of that entry.
+    pub log_index: LogIndex,
+    pub leader_id: NodeId,
+}
+
+/// Why a proposal did not commit, or committed with a refusal.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This replica is not the leader; retry on the leader (if known).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// Committed, but the state machine refused it (e.g. not found).
+    #[error("{error}")]
+    Refused {
+        error: ApplyError,
+        version: LogIndex,
+    },
+    /// Raft is shutting down or failed; the outcome of the command is unknown.
+    #[error("raft is unavailable: {0}")]
+    Unavailable(String),
+    /// The writer stopped before answering; the outcome of the command is unknown.
+    #[error("the catalog writer stopped")]
+    WriterGone,
+}
+
+struct Pending {
+    command: CatalogCommand,
+    reply: oneshot::Sender<Result<Proposed, ProposeError>>,
+    queued_at: Instant,
+}
+
+/// Batches proposals into Raft entries.
+pub struct CatalogWriter {
+    raft: Raft,
+    node_id: NodeId,
+    queue: VecDeque<Pending>,
+    in_flight: usize,
+    max_in_flight: usize,
+    max_batch: usize,
+}
+
+impl std::fmt::Debug for CatalogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogWriter")
+            .field("node_id", &self.node_id)
+            .field("queued", &self.queue.len())
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+impl CatalogWriter {
+    /// `max_in_flight` entries may be replicating at once; each carries at most `max_batch`
+    /// commands.
+    pub fn new(raft: Raft, node_id: NodeId, max_batch: usize, max_in_flight: usize) -> Self {
+        Self {
+            raft,
+            node_id,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            max_in_flight: max_in_flight.max(1),
+            max_batch: max_batch.max(1),
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight < self.max_in_flight && !self.queue.is_empty() {
+            let take = self.queue.len().min(self.max_batch);
+            let batch: Vec<Pending> = self.queue.drain(..take).collect();
+            self.in_flight += 1;
+            metrics::histogram!("netting_catalog_write_batch_size").record(batch.len() as f64);
+            let raft = self.raft.clone();
+            let node_id = self.node_id;
+            let write = async move { write_batch(raft, node_id, batch).await };
+            ctx.spawn(write.into_actor(self).map(|(), act, ctx| {
+                act.in_flight -= 1;
+                act.flush(ctx);
+            }));
+        }
+    }
+}
+
+impl Actor for CatalogWriter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Propose> for CatalogWriter {
+    type Result = ResponseFuture<Result<Proposed, ProposeError>>;
+
+    fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.queue.push_back(Pending {
+            command: msg.0,
+            reply,
+            queued_at: Instant::now(),
+        });
+        self.flush(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(ProposeError::WriterGone)) })
+    }
+}
+
+async fn write_batch(raft: Raft, node_id: NodeId, batch: Vec<Pending>) {
+    let (commands, waiters): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|p| (p.command, (p.reply, p.queued_at)))
+        .unzip();
+    let started = Instant::now();
+    let result = raft.client_write(CommandBatch { commands }).await;
+    metrics::histogram!("netting_catalog_write_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(response) => {
+            let version = response.data.version;
+            let log_index = response.log_id.index;
+            let mut results = response.data.results.into_iter();
+            for (reply, queued_at) in waiters {
+                let answer = match results.next() {
+                    Some(Ok(applied)) => Ok(Proposed {
+                        applied,
+                        version,
+                        log_index,
+                        leader_id: node_id,
+                    }),
+                    Some(Err(error)) => Err(ProposeError::Refused { error, version }),
+                    // The state machine answers every command of a batch; a short answer is a
+                    // bug, and the caller must not believe its command was applied.
+                    None => Err(ProposeError::Unavailable(
+                        "state machine returned fewer results than commands".into(),
+                    )),
+                };
+                metrics::histogram!("netting_catalog_propose_seconds")
+                    .record(queued_at.elapsed().as_secs_f64());
+                let _ = reply.send(answer);
+            }
+        }
+        Err(err) => {
+            let answer = match err {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => {
+                    ProposeError::NotLeader {
+                        leader: fwd.leader_id.zip(fwd.leader_node.map(|n| n.addr)),
+                    }
+                }
+                RaftError::APIError(other) => ProposeError::Unavailable(other.to_string()),
+                RaftError::Fatal(fatal) => ProposeError::Unavailable(fatal.to_string()),
+            };
+            for (reply, _) in waiters {
+                let _ = reply.send(Err(answer.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The `Catalog` gRPC service: validated writes through the leader's catalog writer, reads
+//! from the applied catalog (or through the leader when they must be linearizable).
+
+use netting_proto::catalog::v1 as pb;
+use netting_proto::catalog::v1::catalog_client::CatalogClient;
+use netting_proto::catalog::v1::catalog_server::Catalog;
+use netting_raft::catalog::{CatalogCommand, InvalidField};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::routing::{self, Replica, Route};
+use crate::actors::catalog_writer::Propose;
+
+/// The catalog service of one replica.
+#[derive(Debug, Clone)]
+pub struct CatalogService {
+    replica: Replica,
+}
+
+impl CatalogService {
+    pub fn new(replica: Replica) -> Self {
+        Self { replica }
+    }
+
+    /// Proposes `command` on the leader, forwarding the original request there when this
+    /// replica does not lead.
+    async fn write<Req, Fwd, Fut>(
+        &self,
+        request: Request<Req>,
+        command: CatalogCommand,
+        forward: Fwd,
+    ) -> Result<Response<pb::WriteResponse>, Status>
+    where
+        Req: Clone,
+        Fwd: Fn(CatalogClient<tonic::transport::Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<pb::WriteResponse>, Status>>,
+    {
+        let already_forwarded = routing::is_forwarded(&request);
+        let body = request.into_inner();
+        let deadline = self.replica.leader_deadline();
+        loop {
+            match self.replica.route(deadline).await? {
+                Route::Local => {
+                    let answer = self
+                        .replica
+                        .writer
+                        .send(Propose(command.clone()))
+                        .await
+                        .map_err(|_| Status::unavailable("the replica is shutting down"))?;
+                    match answer {
+                        Ok(done) => {
+                            return Ok(Response::new(pb::WriteResponse {
+                                version: done.version,
+                                leader_id: done.leader_id,
+                            }));
+                        }
+                        Err(crate::actors::catalog_writer::ProposeError::NotLeader { .. })
+                            if tokio::time::Instant::now() < deadline =>
+                        {
+                            self.replica
+                                .wait_leader_change(Some(self.replica.node_id), deadline)
+                                .await;
+                        }
+                        Err(err) => return Err(routing::propose_status(err)),
+                    }
+                }
+                Route::Forward { leader, .. } if already_forwarded => {
+                    return Err(Status::unavailable(format!(
+                        "this replica is no longer the leader (leader: {leader}); retry"
+                    )));
+                }
+                Route::Forward { leader, channel } => {
+                    metrics::counter!("netting_catalog_forwarded_total").increment(1);
+                    let client = CatalogClient::new(channel);
+                    match forward(client, routing::forwarded(body.clone())).await {
+                        Err(status)
+                            if routing::is_transient(&status)
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            tracing::debug!(leader, %status, "forwarding failed; waiting for a leader");
+                            self.replica
+                                .wait_leader_change(Some(leader), deadline)
+                                .await;
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+
+    /// For linearizable reads: confirms leadership with a quorum round trip, or returns the
+    /// leader to forward to.
+    async fn linearizable_route(
+        &self,
+    ) -> Result<Option<CatalogClient<tonic::transport::Channel>>, Status> {
+        let deadline = self.replica.leader_deadline();
+        match self.replica.route(deadline).await? {
+            Route::Local => {
+                self.replica
+                    .raft
+                    .ensure_linearizable()
+                    .await
+                    .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
+                Ok(None)
+            }
+            Route::Forward { channel, .. } => Ok(Some(CatalogClient::new(channel))),
+        }
+    }
+}
+
+fn invalid(err: InvalidField) -> Status {
+    Status::invalid_argument(err.to_string())
+}
+
+fn wants_linearizable(consistency: i32) -> bool {
+    consistency == pb::Consistency::Linearizable as i32
+}
+
+/// Names the largest field of a register request, for the size-limit error.
+fn largest_register_field(req: &pb::RegisterRequest) -> &'static str {
+    let sizes = [
+        (
+            "labels",
+            req.labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>(),
+        ),
+        ("ports", req.ports.iter().map(Message::encoded_len).sum()),
+        (
+            "endpoint",
+            req.endpoint.as_ref().map_or(0, Message::encoded_len),
+        ),
+        ("namespace", req.namespace.len()),
+        ("service", req.service.len()),
+    ];
+    sizes
+        .iter()
+        .max_by_key(|(_, size)| *size)
+        .map_or("request", |(name, _)| name)
+}
+
+#[tonic::async_trait]
+impl Catalog for CatalogService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = request.get_ref();
+        self.replica
+            .check_size(req.encoded_len(), largest_register_field(req))?;
+        let command = convert::register_command(req).map_err(invalid)?;
+        self.write(request, command, |mut client, req| async move {
+            client.register(req).await
+        })
+        .await
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<pb::DeregisterRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = request.get_ref();
+        self.replica.check_size(req.encoded_len(), "service")?;
+        let command = convert::deregister_command(req).map_err(invalid)?;
+        self.write(request, command, |mut client, req| async move {
+            client.deregister(req).await
+        })
+        .await
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::GetServiceResponse>, Status> {
+        let req = request.get_ref();
+        let key = convert::service_key(&req.namespace, &req.service).map_err(invalid)?;
+        if wants_linearizable(req.consistency) && !routing::is_forwarded(&request) {
+            if let Some(mut leader) = self.linearizable_route().await? {
+                return leader.get_service(routing::forwarded(req.clone())).await;
+            }
+        } else if wants_linearizable(req.consistency) {
+            // Forwarded to us as the leader: confirm we still are before answering.
+            self.replica
+                .raft
+                .ensure_linearizable()
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
+        }
+        let (service, version) = self
+            .replica
+            .catalog
+            .read(|c| (c.get(&key).map(convert::service_to_proto), c.version()));
+        match service {
+            Some(service) => Ok(Response::new(pb::GetServiceResponse {
+                service: Some(service),
+                version,
+            })),
+            None => Err(Status::not_found(format!("service {key} not found"))),
+        }
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let req = request.get_ref();
+        let namespace = (!req.namespace.is_empty()).then_some(req.namespace.as_str());
+        if let Some(ns) = namespace {
+            netting_raft::catalog::validate::dns_label("namespace", ns).map_err(invalid)?;
+        }
+        if wants_linearizable(req.consistency) && !routing::is_forwarded(&request) {
+            if let Some(mut leader) = self.linearizable_route().await? {
+                return leader.list_services(routing::forwarded(req.clone())).await;
+            }
+        } else if wants_linearizable(req.consistency) {
+            self.replica
+                .raft
+                .ensure_linearizable()
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
+        }
+        let (services, version) = self.replica.catalog.read(|c| {
+            (
+                c.list(namespace).map(convert::service_to_proto).collect(),
+                c.version(),
+            )
+        });
+        Ok(Response::new(pb::ListServicesResponse {
+            services,
+            version,
+        }))
+    }
+}

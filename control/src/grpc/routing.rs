@@ -1,0 +1,180 @@
+//! Finding the leader and getting a request to it.
+//!
+//! A follower forwards writes (and linearizable reads) to the leader over the one cached
+//! channel it keeps per peer, marking the request as forwarded. A replica that receives a
+//! forwarded request but has lost leadership in the meantime answers UNAVAILABLE instead of
+//! forwarding again, so a request never loops; the original replica then waits for the new
+//! leader and tries once more. Every catalog command is idempotent, so a retry after an
+//! unknown outcome is safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use netting_raft::catalog::ApplyError;
+use netting_raft::network::PeerChannels;
+use netting_raft::{CatalogHandle, NodeId, Raft};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::actors::catalog_writer::{CatalogWriter, ProposeError};
+
+/// Metadata key marking a request a follower forwarded to the leader.
+pub const FORWARDED_HEADER: &str = "netting-forwarded";
+
+/// Everything a gRPC handler needs of its replica. Cheap to clone.
+#[derive(Clone)]
+pub struct Replica {
+    pub node_id: NodeId,
+    pub cluster_name: String,
+    pub advertise: String,
+    pub admin_advertise: String,
+    pub raft: Raft,
+    pub catalog: CatalogHandle,
+    pub writer: Addr<CatalogWriter>,
+    pub channels: Arc<PeerChannels>,
+    /// How long a request may wait for a leader.
+    pub leader_wait: Duration,
+    pub max_request_bytes: usize,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("node_id", &self.node_id)
+            .field("cluster_name", &self.cluster_name)
+            .field("advertise", &self.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a request that needs the leader should go.
+#[derive(Debug, Clone)]
+pub enum Route {
+    Local,
+    Forward { leader: NodeId, channel: Channel },
+}
+
+impl Replica {
+    /// The current leader, waiting up to the deadline for one to be elected.
+    pub async fn route(&self, deadline: Instant) -> Result<Route, Status> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = {
+                let m = metrics.borrow_and_update();
+                m.current_leader.map(|id| {
+                    let addr = m
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone());
+                    (id, addr)
+                })
+            };
+            match leader {
+                Some((id, _)) if id == self.node_id => return Ok(Route::Local),
+                Some((id, Some(addr))) => {
+                    let channel = self.channels.get(&addr).map_err(|e| {
+                        Status::internal(format!("leader {id} has an unusable address: {e}"))
+                    })?;
+                    return Ok(Route::Forward {
+                        leader: id,
+                        channel,
+                    });
+                }
+                // A leader we have no address for yet, or none: wait for the next change.
+                _ => {}
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Status::unavailable("raft has shut down")),
+                Err(_) => {
+                    return Err(Status::unavailable(
+                        "no leader is known; the cluster may be electing one or have lost quorum",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Waits until the known leader differs from `old` (or the deadline passes), so a retry
+    /// after a failed attempt does not spin against the same stale leader.
+    pub async fn wait_leader_change(&self, old: Option<NodeId>, deadline: Instant) {
+        let mut metrics = self.raft.metrics();
+        let settle = Instant::now() + Duration::from_millis(500);
+        let until = deadline.min(settle);
+        loop {
+            if metrics.borrow_and_update().current_leader != old {
+                return;
+            }
+            match tokio::time::timeout_at(until, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    pub fn leader_deadline(&self) -> Instant {
+        Instant::now() + self.leader_wait
+    }
+
+    /// Refuses a request larger than the configured limit, naming its largest field.
+    pub fn check_size(&self, encoded_len: usize, largest_field: &str) -> Result<(), Status> {
+        if encoded_len > self.max_request_bytes {
+            return Err(Status::invalid_argument(format!(
+                "request is {encoded_len} bytes, over the limit of {} bytes (largest field: {largest_field})",
+                self.max_request_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a request was already forwarded by another replica.
+pub fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_HEADER)
+}
+
+/// Builds a forwarded copy of a request body.
+pub fn forwarded<T>(body: T) -> Request<T> {
+    let mut request = Request::new(body);
+    request.metadata_mut().insert(
+        FORWARDED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    request
+}
+
+/// Whether a forwarding failure says nothing about the request itself (the leader went away),
+/// so waiting for a new leader and trying again is right.
+pub fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+    ) || (status.code() == tonic::Code::Unknown && status.message().contains("transport"))
+}
+
+/// The gRPC status for a proposal that did not succeed.
+pub fn propose_status(err: ProposeError) -> Status {
+    match err {
+        ProposeError::Refused { error, .. } => apply_status(&error),
+        ProposeError::NotLeader { .. } => {
+            Status::unavailable("leadership changed during the write")
+        }
+        ProposeError::Unavailable(why) => Status::unavailable(format!(
+            "the write's outcome is unknown ({why}); it is safe to retry"
+        )),
+        ProposeError::WriterGone => Status::unavailable("the replica is shutting down"),
+    }
+}
+
+fn apply_status(error: &ApplyError) -> Status {
+    match error {
+        ApplyError::ServiceNotFound(_) | ApplyError::EndpointNotFound { .. } => {
+            Status::not_found(error.to_string())
+        }
+        ApplyError::OwnedByOtherSource { .. } => Status::failed_precondition(error.to_string()),
+        ApplyError::ClusterIdAlreadySet(_) => Status::already_exists(error.to_string()),
+    }
+}

@@ -1,0 +1,189 @@
+//! A 3-replica cluster of real processes on loopback: forwarding, failover without losing an
+//! acknowledged write, rejoining by snapshot and a full restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use netting_proto::catalog::v1 as pb;
+use support::*;
+
+fn names(services: &[pb::Service]) -> BTreeSet<String> {
+    services.iter().map(|s| s.name.clone()).collect()
+}
+
+/// A write sent to a follower is forwarded to the leader and acknowledged with its version,
+/// and a linearizable read through another follower sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_a_follower_are_forwarded() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let followers: Vec<u64> = (0..3).filter(|id| *id != leader).collect();
+
+    let mut client = cluster.replica(followers[0]).catalog().await;
+    let written = client
+        .register(register_request("web", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        written.leader_id, leader,
+        "the leader committed the forwarded write"
+    );
+    assert!(written.version > 0);
+
+    let mut reader = cluster.replica(followers[1]).catalog().await;
+    let read = reader
+        .get_service(pb::GetServiceRequest {
+            namespace: "default".into(),
+            service: "web".into(),
+            consistency: pb::Consistency::Linearizable as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(read.version >= written.version);
+    assert_eq!(read.service.map(|s| s.endpoints.len()), Some(1));
+}
+
+/// kill -9 of the leader: a new leader is elected, writes continue, and once the old leader
+/// returns every acknowledged write is in every replica's catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_loses_no_acknowledged_write() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..10u8 {
+        let name = format!("before-{i}");
+        register_retrying(
+            cluster.replica(u64::from(i % 3)),
+            register_request(&name, i),
+        )
+        .await;
+        acknowledged.insert(name);
+    }
+
+    let old_leader = cluster.wait_for_leader().await;
+    cluster.replica_mut(old_leader).kill();
+    let survivors: Vec<u64> = (0..3).filter(|id| *id != old_leader).collect();
+    for i in 0..10u8 {
+        let name = format!("after-{i}");
+        let via = survivors[usize::from(i) % survivors.len()];
+        register_retrying(cluster.replica(via), register_request(&name, i)).await;
+        acknowledged.insert(name);
+    }
+    let new_leader = cluster.wait_for_leader().await;
+    assert_ne!(new_leader, old_leader);
+
+    cluster.replica_mut(old_leader).start();
+    let leader = cluster.replica(new_leader);
+    let final_version = leader
+        .status()
+        .await
+        .map(|s| s.catalog_version)
+        .unwrap_or(0);
+    cluster.wait_converged(final_version).await;
+    for replica in &cluster.replicas {
+        let present = names(&local_services(replica).await);
+        let missing: Vec<_> = acknowledged.difference(&present).collect();
+        assert!(
+            missing.is_empty(),
+            "node {} lost acknowledged writes {missing:?}",
+            replica.id
+        );
+    }
+}
+
+/// A replica whose data directory was wiped rejoins and receives the catalog by snapshot (the
+/// leader has purged the entries it would otherwise replay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_replica_rejoins_by_snapshot() {
+    let mut cluster = TestCluster::start(3, &["--snapshot-every", "20"]).await;
+    let leader = cluster.wait_for_leader().await;
+    let victim = (leader + 1) % 3;
+    for i in 0..60u8 {
+        register_retrying(
+            cluster.replica(leader),
+            register_request(&format!("svc-{i}"), i),
+        )
+        .await;
+    }
+    cluster.replica_mut(victim).kill();
+    cluster.replica(victim).wipe();
+    cluster.replica_mut(victim).start();
+
+    let version = cluster
+        .replica(leader)
+        .status()
+        .await
+        .map(|s| s.catalog_version)
+        .unwrap_or(0);
+    cluster.wait_converged(version).await;
+    let rejoined = cluster.replica(victim);
+    assert_eq!(local_services(rejoined).await.len(), 60);
+    let metrics = rejoined.metrics().await;
+    let installed = metrics
+        .lines()
+        .find(|l| l.starts_with("netting_raft_snapshots_installed_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        installed >= 1.0,
+        "the wiped replica caught up without a snapshot:\n{metrics}"
+    );
+}
+
+/// Stopping all three replicas with kill -9 and starting them again recovers the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_restart_recovers_catalog() {
+    let mut cluster = TestCluster::start(3, &["--snapshot-every", "25"]).await;
+    let leader = cluster.wait_for_leader().await;
+    for i in 0..40u8 {
+        register_retrying(
+            cluster.replica(leader),
+            register_request(&format!("svc-{i}"), i),
+        )
+        .await;
+    }
+    let deregister = pb::DeregisterRequest {
+        namespace: "default".into(),
+        service: "svc-0".into(),
+        endpoint: None,
+    };
+    let version = cluster
+        .replica(leader)
+        .catalog()
+        .await
+        .deregister(deregister)
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    let cluster_id = cluster
+        .replica(leader)
+        .status()
+        .await
+        .map(|s| s.cluster_id)
+        .unwrap_or_default();
+    assert!(!cluster_id.is_empty(), "the bootstrapped cluster has an id");
+
+    for id in 0..3 {
+        cluster.replica_mut(id).kill();
+    }
+    for id in 0..3 {
+        cluster.replica_mut(id).start();
+    }
+    cluster.wait_for_leader().await;
+    cluster.wait_converged(version).await;
+    for replica in &cluster.replicas {
+        let services = local_services(replica).await;
+        assert_eq!(services.len(), 39, "node {}", replica.id);
+        assert!(!names(&services).contains("svc-0"));
+        let status = replica.status().await.unwrap();
+        assert_eq!(
+            status.cluster_id, cluster_id,
+            "a restart never re-initialises the cluster"
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! Shared helpers for tests that run real `netting-control` processes on loopback.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netting_proto::catalog::v1 as pb;
+use netting_proto::catalog::v1::catalog_client::CatalogClient;
+use netting_proto::catalog::v1::cluster_client::ClusterClient;
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_netting-control");
+
+/// How long a condition may take before a test gives up. Generous: the suite runs on a busy
+/// 2-core machine, and the tests wait on conditions, never on fixed delays.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A free loopback port, chosen by the kernel.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One replica process and how to start it again.
+pub struct Replica {
+    pub id: u64,
+    pub grpc: String,
+    pub admin: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub extra_args: Vec<String>,
+    peers: String,
+    child: Option<Child>,
+}
+
+impl Replica {
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .args(["--node-id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--grpc-listen", &self.grpc])
+            .args(["--admin-listen", &self.admin])
+            .args(["--peer", &self.peers])
+            .args(&self.extra_args)
+            .env("NETTING_LOG", "info,openraft=warn")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "replica {} already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = self
+            .command()
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn wipe(&self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
+    pub async fn catalog(&self) -> CatalogClient<Channel> {
+        CatalogClient::new(channel(&self.grpc))
+    }
+
+    pub async fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(channel(&self.grpc))
+    }
+
+    pub async fn status(&self) -> Option<pb::StatusResponse> {
+        let mut client = self.cluster().await;
+        let mut req = tonic::Request::new(pb::StatusRequest {});
+        req.set_timeout(Duration::from_secs(2));
+        client
+            .status(req)
+            .await
+            .ok()
+            .map(tonic::Response::into_inner)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http_get(&self.admin, "/metrics").await.unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+/// A minimal HTTP/1.0 GET, enough for the admin endpoints.
+pub async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    Some(body)
+}
+
+/// A cluster of replica processes on loopback, with data under one temporary directory.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub replicas: Vec<Replica>,
+}
+
+impl TestCluster {
+    pub async fn start(size: u64, extra_args: &[&str]) -> TestCluster {
+        let cluster = Self::new(size, extra_args);
+        let mut cluster = cluster;
+        for r in &mut cluster.replicas {
+            r.start();
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    pub fn new(size: u64, extra_args: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<(String, String)> = (0..size)
+            .map(|_| {
+                (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
+                )
+            })
+            .collect();
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (grpc, _))| format!("{i}={grpc}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let replicas = addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (grpc, admin))| Replica {
+                id: i as u64,
+                grpc,
+                admin,
+                data_dir: dir.path().join(format!("node-{i}")),
+                log: dir.path().join(format!("node-{i}.log")),
+                extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+                peers: peers.clone(),
+                child: None,
+            })
+            .collect();
+        TestCluster { dir, replicas }
+    }
+
+    /// Waits until every running replica reports the same leader, which is a voter.
+    pub async fn wait_for_leader(&self) -> u64 {
+        let found = wait_until(PATIENCE, || async {
+            let leaders = self.leaders().await;
+            let first = leaders.first().copied().flatten()?;
+            leaders.iter().all(|l| *l == Some(first)).then_some(first)
+        })
+        .await;
+        match found {
+            Some(leader) => leader,
+            None => panic!(
+                "no agreed leader; replicas report {:?}\n{}",
+                self.leaders().await,
+                self.logs()
+            ),
+        }
+    }
+
+    /// The leader each running replica reports.
+    pub async fn leaders(&self) -> Vec<Option<u64>> {
+        let mut leaders = Vec::new();
+        for r in self.replicas.iter().filter(|r| r.is_running()) {
+            leaders.push(r.status().await.and_then(|s| s.leader_id));
+        }
+        leaders
+    }
+
+    /// Adds (without starting) one more replica that knows every existing one as a peer, as a
+    /// StatefulSet scaled up would.
+    pub fn add_replica(&mut self) -> u64 {
+        let id = self.replicas.len() as u64;
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut peers: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|r| format!("{}={}", r.id, r.grpc))
+            .collect();
+        peers.push(format!("{id}={grpc}"));
+        let extra_args = self
+            .replicas
+            .first()
+            .map(|r| r.extra_args.clone())
+            .unwrap_or_default();
+        self.replicas.push(Replica {
+            id,
+            grpc,
+            admin,
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            extra_args,
+            peers: peers.join(","),
+            child: None,
+        });
+        id
+    }
+
+    pub fn replica(&self, id: u64) -> &Replica {
+        &self.replicas[id as usize]
+    }
+
+    pub fn replica_mut(&mut self, id: u64) -> &mut Replica {
+        &mut self.replicas[id as usize]
+    }
+
+    /// Waits until every running replica has applied the same catalog version, at least `min`.
+    pub async fn wait_converged(&self, min: u64) -> u64 {
+        let found = wait_until(PATIENCE, || async {
+            let mut versions = Vec::new();
+            for r in self.replicas.iter().filter(|r| r.is_running()) {
+                versions.push(r.status().await.map(|s| s.catalog_version));
+            }
+            let first = versions.first().copied().flatten()?;
+            (first >= min && versions.iter().all(|v| *v == Some(first))).then_some(first)
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "replicas did not converge to version >= {min}\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    pub fn logs(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| {
+                let text = r.log_text();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let panics: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("panicked"))
+                    .take(3)
+                    .collect();
+                format!(
+                    "--- node {} log (panics, tail) ---\n{}\n{}",
+                    r.id,
+                    panics.join("\n"),
+                    tail.join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Polls `check` until it returns `Some`, or gives up after `patience`.
+pub async fn wait_until<T, F, Fut>(patience: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn register_request(service: &str, last_octet: u8) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        namespace: "default".into(),
+        service: service.into(),
+        endpoint: Some(pb::Endpoint {
+            address: format!("10.0.0.{last_octet}"),
+            port: 8080,
+            ready: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Registers through `replica`, retrying while the cluster has no leader. Returns the version.
+pub async fn register_retrying(replica: &Replica, req: pb::RegisterRequest) -> u64 {
+    let last_error = std::sync::Mutex::new(None);
+    let result = wait_until(PATIENCE, || {
+        let req = req.clone();
+        let last_error = &last_error;
+        async move {
+            let mut client = replica.catalog().await;
+            match client.register(req).await {
+                Ok(r) => Some(r.into_inner().version),
+                Err(status) => {
+                    *last_error.lock().unwrap() = Some(status);
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    result.unwrap_or_else(|| {
+        panic!(
+            "register through node {} never succeeded; last error {:?}\n{}",
+            replica.id,
+            last_error.lock().unwrap(),
+            replica.log_text()
+        )
+    })
+}
+
+/// Services known to `replica`, read locally.
+pub async fn local_services(replica: &Replica) -> Vec<pb::Service> {
+    let mut client = replica.catalog().await;
+    let req = pb::ListServicesRequest {
+        namespace: String::new(),
+        consistency: pb::Consistency::Local as i32,
+    };
+    client
+        .list_services(req)
+        .await
+        .map(|r| r.into_inner().services)
+        .unwrap_or_default()
+}
+
+pub fn files_digest(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_file() {
+                out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
