@@ -30,6 +30,10 @@ use crate::grpc::cluster::ClusterService;
 /// one batch is being fsynced, few enough that batches stay large under load.
 const WRITER_IN_FLIGHT: usize = 2;
 
+/// Longest each shutdown step may take. Nothing acknowledged depends on a clean shutdown:
+/// every acknowledged write is already fsynced on a quorum.
+const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Runs one replica until it is asked to stop.
 pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
     let prometheus = admin::install_recorder().context("cannot install the metrics recorder")?;
@@ -180,10 +184,20 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("stopping: draining servers and shutting Raft down");
     let _ = stop_tx.send(true);
-    let _ = grpc_task.await;
-    let _ = admin_task.await;
-    if let Err(err) = raft.shutdown().await {
-        tracing::warn!(error = %err, "raft did not shut down cleanly");
+    // Each step is bounded: a peer frozen mid-request (SIGSTOP, a partition) must not keep
+    // this replica from exiting.
+    let drained = tokio::time::timeout(SHUTDOWN_STEP, async {
+        let _ = grpc_task.await;
+        let _ = admin_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("servers did not drain in time; closing remaining connections");
+    }
+    match tokio::time::timeout(SHUTDOWN_STEP, raft.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "raft did not shut down cleanly"),
+        Err(_) => tracing::warn!("raft did not shut down in time"),
     }
     actix::System::current().stop();
     Ok(())

@@ -187,3 +187,77 @@ async fn full_restart_recovers_catalog() {
         );
     }
 }
+
+/// The /metrics of every replica of a cluster that has served writes, forwards and reads is
+/// valid Prometheus text that `promtool check metrics` finds nothing to fix in, and reports
+/// exactly one leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_metrics_pass_promtool() {
+    let cluster = TestCluster::start(3, &[]).await;
+    for i in 0..6u8 {
+        register_retrying(
+            cluster.replica(u64::from(i % 3)),
+            register_request(&format!("svc-{i}"), i),
+        )
+        .await;
+    }
+    let Some(promtool) = which("promtool") else {
+        assert!(
+            std::env::var("NETTING_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "promtool is missing (Debian package prometheus) and NETTING_REQUIRE_TOOLS=1"
+        );
+        eprintln!("skipped: promtool not found (install Debian's prometheus package)");
+        return;
+    };
+    let mut leaders = 0;
+    for replica in &cluster.replicas {
+        let response = replica.metrics().await;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        assert!(
+            body.contains("netting_raft_term"),
+            "node {}: {body}",
+            replica.id
+        );
+        leaders += body
+            .lines()
+            .filter(|l| *l == "netting_raft_is_leader 1")
+            .count();
+        let mut child = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "node {}: promtool says:\n{report}",
+            replica.id
+        );
+    }
+    assert_eq!(leaders, 1);
+}
+
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(tool))
+        .find(|p| p.is_file())
+}

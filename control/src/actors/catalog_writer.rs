@@ -6,10 +6,13 @@
 //! heavy load batches grow by themselves.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Instant;
 
 use actix::prelude::*;
-use netting_raft::catalog::{Applied, ApplyError, CatalogCommand, CommandBatch, LogIndex};
+use netting_raft::catalog::{
+    Applied, ApplyError, BatchResponse, CatalogCommand, CommandBatch, LogIndex,
+};
 use netting_raft::{NodeId, Raft};
 use openraft::error::{ClientWriteError, RaftError};
 use thiserror::Error;
@@ -51,6 +54,48 @@ pub enum ProposeError {
     WriterGone,
 }
 
+/// What the writer needs of Raft: commit one batch and answer with its results. A seam so
+/// tests can hold batches in flight and see exactly what was batched.
+pub trait BatchCommitter: Clone + Unpin + 'static {
+    fn commit(
+        &self,
+        batch: CommandBatch,
+    ) -> Pin<Box<dyn Future<Output = Result<Committed, ProposeError>> + Send>>;
+}
+
+/// A committed entry: its log index and the state machine's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub log_index: LogIndex,
+    pub response: BatchResponse,
+}
+
+impl BatchCommitter for Raft {
+    fn commit(
+        &self,
+        batch: CommandBatch,
+    ) -> Pin<Box<dyn Future<Output = Result<Committed, ProposeError>> + Send>> {
+        let raft = self.clone();
+        Box::pin(async move {
+            match raft.client_write(batch).await {
+                Ok(response) => Ok(Committed {
+                    log_index: response.log_id.index,
+                    response: response.data,
+                }),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                    Err(ProposeError::NotLeader {
+                        leader: fwd.leader_id.zip(fwd.leader_node.map(|n| n.addr)),
+                    })
+                }
+                Err(RaftError::APIError(other)) => {
+                    Err(ProposeError::Unavailable(other.to_string()))
+                }
+                Err(RaftError::Fatal(fatal)) => Err(ProposeError::Unavailable(fatal.to_string())),
+            }
+        })
+    }
+}
+
 struct Pending {
     command: CatalogCommand,
     reply: oneshot::Sender<Result<Proposed, ProposeError>>,
@@ -58,8 +103,8 @@ struct Pending {
 }
 
 /// Batches proposals into Raft entries.
-pub struct CatalogWriter {
-    raft: Raft,
+pub struct CatalogWriter<C: BatchCommitter = Raft> {
+    raft: C,
     node_id: NodeId,
     queue: VecDeque<Pending>,
     in_flight: usize,
@@ -67,7 +112,7 @@ pub struct CatalogWriter {
     max_batch: usize,
 }
 
-impl std::fmt::Debug for CatalogWriter {
+impl<C: BatchCommitter> std::fmt::Debug for CatalogWriter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CatalogWriter")
             .field("node_id", &self.node_id)
@@ -77,10 +122,10 @@ impl std::fmt::Debug for CatalogWriter {
     }
 }
 
-impl CatalogWriter {
+impl<C: BatchCommitter> CatalogWriter<C> {
     /// `max_in_flight` entries may be replicating at once; each carries at most `max_batch`
     /// commands.
-    pub fn new(raft: Raft, node_id: NodeId, max_batch: usize, max_in_flight: usize) -> Self {
+    pub fn new(raft: C, node_id: NodeId, max_batch: usize, max_in_flight: usize) -> Self {
         Self {
             raft,
             node_id,
@@ -108,11 +153,11 @@ impl CatalogWriter {
     }
 }
 
-impl Actor for CatalogWriter {
+impl<C: BatchCommitter> Actor for CatalogWriter<C> {
     type Context = Context<Self>;
 }
 
-impl Handler<Propose> for CatalogWriter {
+impl<C: BatchCommitter> Handler<Propose> for CatalogWriter<C> {
     type Result = ResponseFuture<Result<Proposed, ProposeError>>;
 
     fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
@@ -127,19 +172,19 @@ impl Handler<Propose> for CatalogWriter {
     }
 }
 
-async fn write_batch(raft: Raft, node_id: NodeId, batch: Vec<Pending>) {
+async fn write_batch<C: BatchCommitter>(raft: C, node_id: NodeId, batch: Vec<Pending>) {
     let (commands, waiters): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|p| (p.command, (p.reply, p.queued_at)))
         .unzip();
     let started = Instant::now();
-    let result = raft.client_write(CommandBatch { commands }).await;
+    let result = raft.commit(CommandBatch { commands }).await;
     metrics::histogram!("netting_catalog_write_seconds").record(started.elapsed().as_secs_f64());
     match result {
-        Ok(response) => {
-            let version = response.data.version;
-            let log_index = response.log_id.index;
-            let mut results = response.data.results.into_iter();
+        Ok(committed) => {
+            let version = committed.response.version;
+            let log_index = committed.log_index;
+            let mut results = committed.response.results.into_iter();
             for (reply, queued_at) in waiters {
                 let answer = match results.next() {
                     Some(Ok(applied)) => Ok(Proposed {
@@ -160,19 +205,13 @@ async fn write_batch(raft: Raft, node_id: NodeId, batch: Vec<Pending>) {
                 let _ = reply.send(answer);
             }
         }
-        Err(err) => {
-            let answer = match err {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => {
-                    ProposeError::NotLeader {
-                        leader: fwd.leader_id.zip(fwd.leader_node.map(|n| n.addr)),
-                    }
-                }
-                RaftError::APIError(other) => ProposeError::Unavailable(other.to_string()),
-                RaftError::Fatal(fatal) => ProposeError::Unavailable(fatal.to_string()),
-            };
+        Err(answer) => {
             for (reply, _) in waiters {
                 let _ = reply.send(Err(answer.clone()));
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

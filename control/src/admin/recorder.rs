@@ -47,6 +47,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 /// Gives every Netting metric its HELP text and unit, on the current recorder (the global one,
 /// or a local one inside `metrics::with_local_recorder`).
 pub fn describe_metrics() {
+    netting_raft::storage::describe_metrics();
+    netting_raft::network::describe_metrics();
+    crate::actors::describe_metrics();
+    crate::grpc::describe_metrics();
     describe_gauge!(RAFT_TERM, Unit::Count, "Current Raft term of this replica.");
     describe_gauge!(
         RAFT_LEADER_ID,

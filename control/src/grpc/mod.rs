@@ -7,3 +7,11 @@ pub mod convert;
 pub mod routing;
 
 pub use routing::Replica;
+
+/// HELP text of the gRPC services' own metrics (request counts are the admin layer's).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "netting_catalog_forwarded_total",
+        "Catalog writes this replica forwarded to the leader"
+    );
+}
