@@ -19,8 +19,8 @@ use std::path::Path;
 
 use netting_raft::catalog::validate::{self, InvalidField};
 use netting_raft::catalog::{
-    Catalog, CatalogCommand, EndpointId, EndpointSpec, LoadBalancer, Protocol, ServiceKey,
-    ServicePolicy, ServicePort, ServiceSpec, Source,
+    Catalog, CatalogCommand, EndpointId, EndpointSpec, ServiceKey, ServicePolicy, ServiceSpec,
+    Source,
 };
 use serde::Deserialize;
 
@@ -161,46 +161,18 @@ fn service_ns(service: &FileService) -> &str {
 
 fn validate_service(service: &FileService) -> Result<DesiredService, InvalidField> {
     let key = ServiceKey::new(&service.namespace, &service.name)?;
-    if service.ports.len() > validate::MAX_PORTS {
-        return Err(InvalidField::new("ports", "too many ports"));
-    }
-    if service.labels.len() > validate::MAX_LABELS {
-        return Err(InvalidField::new("labels", "too many labels"));
-    }
+    validate::service_sizes(service.ports.len(), service.labels.len())?;
     let ports = service
         .ports
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            let protocol = p.protocol.parse::<Protocol>().map_err(|()| {
-                InvalidField::new(
-                    format!("ports[{i}].protocol"),
-                    format!("unknown protocol {:?}", p.protocol),
-                )
-            })?;
-            Ok(ServicePort {
-                name: p.name.clone(),
-                port: validate::port(&format!("ports[{i}].port"), p.port)?,
-                protocol,
-            })
-        })
+        .map(|(i, p)| validate::service_port(i, &p.name, p.port, &p.protocol))
         .collect::<Result<Vec<_>, InvalidField>>()?;
     for (k, v) in &service.labels {
         validate::label(k, v)?;
     }
-    let load_balancer = service
-        .policy
-        .load_balancer
-        .as_deref()
-        .map(|lb| {
-            lb.parse::<LoadBalancer>().map_err(|()| {
-                InvalidField::new(
-                    "policy.load_balancer",
-                    format!("unknown load balancer {lb:?}"),
-                )
-            })
-        })
-        .transpose()?;
+    let load_balancer =
+        validate::load_balancer(service.policy.load_balancer.as_deref().unwrap_or_default())?;
     let spec = ServiceSpec {
         ports,
         labels: service.labels.clone(),

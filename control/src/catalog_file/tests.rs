@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use netting_raft::catalog::LoadBalancer;
+
 use super::*;
 
 const FILE: &str = r#"

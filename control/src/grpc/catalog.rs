@@ -90,6 +90,33 @@ impl CatalogService {
         }
     }
 
+    /// Where a read is served: `None` here (a local read, or a linearizable one this replica
+    /// confirmed as leader with a quorum round trip), or the leader to forward to. A forwarded
+    /// read is never forwarded again.
+    async fn read_route<T>(
+        &self,
+        request: &Request<T>,
+        consistency: i32,
+    ) -> Result<Option<CatalogClient<tonic::transport::Channel>>, Status> {
+        if !wants_linearizable(consistency) {
+            return Ok(None);
+        }
+        if routing::is_forwarded(request) {
+            self.confirm_leadership().await?;
+            return Ok(None);
+        }
+        self.linearizable_route().await
+    }
+
+    async fn confirm_leadership(&self) -> Result<(), Status> {
+        self.replica
+            .raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))
+    }
+
     /// For linearizable reads: confirms leadership with a quorum round trip, or returns the
     /// leader to forward to.
     async fn linearizable_route(
@@ -97,14 +124,7 @@ impl CatalogService {
     ) -> Result<Option<CatalogClient<tonic::transport::Channel>>, Status> {
         let deadline = self.replica.leader_deadline();
         match self.replica.route(deadline).await? {
-            Route::Local => {
-                self.replica
-                    .raft
-                    .ensure_linearizable()
-                    .await
-                    .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
-                Ok(None)
-            }
+            Route::Local => self.confirm_leadership().await.map(|()| None),
             Route::Forward { channel, .. } => Ok(Some(CatalogClient::new(channel))),
         }
     }
@@ -177,17 +197,8 @@ impl Catalog for CatalogService {
     ) -> Result<Response<pb::GetServiceResponse>, Status> {
         let req = request.get_ref();
         let key = convert::service_key(&req.namespace, &req.service).map_err(invalid)?;
-        if wants_linearizable(req.consistency) && !routing::is_forwarded(&request) {
-            if let Some(mut leader) = self.linearizable_route().await? {
-                return leader.get_service(routing::forwarded(req.clone())).await;
-            }
-        } else if wants_linearizable(req.consistency) {
-            // Forwarded to us as the leader: confirm we still are before answering.
-            self.replica
-                .raft
-                .ensure_linearizable()
-                .await
-                .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
+        if let Some(mut leader) = self.read_route(&request, req.consistency).await? {
+            return leader.get_service(routing::forwarded(req.clone())).await;
         }
         let (service, version) = self
             .replica
@@ -211,16 +222,8 @@ impl Catalog for CatalogService {
         if let Some(ns) = namespace {
             netting_raft::catalog::validate::dns_label("namespace", ns).map_err(invalid)?;
         }
-        if wants_linearizable(req.consistency) && !routing::is_forwarded(&request) {
-            if let Some(mut leader) = self.linearizable_route().await? {
-                return leader.list_services(routing::forwarded(req.clone())).await;
-            }
-        } else if wants_linearizable(req.consistency) {
-            self.replica
-                .raft
-                .ensure_linearizable()
-                .await
-                .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
+        if let Some(mut leader) = self.read_route(&request, req.consistency).await? {
+            return leader.list_services(routing::forwarded(req.clone())).await;
         }
         let (services, version) = self.replica.catalog.read(|c| {
             (

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use netting_proto::catalog::v1 as pb;
 use netting_raft::catalog::validate::{self, InvalidField};
 use netting_raft::catalog::{
-    CatalogCommand, EndpointId, EndpointSpec, LoadBalancer, Protocol, Service, ServiceKey,
-    ServicePolicy, ServicePort, ServiceSpec, Source,
+    CatalogCommand, EndpointId, EndpointSpec, Service, ServiceKey, ServicePolicy, ServiceSpec,
+    Source,
 };
 
 pub fn register_command(req: &pb::RegisterRequest) -> Result<CatalogCommand, InvalidField> {
@@ -80,39 +80,11 @@ fn service_spec(
     labels: &std::collections::HashMap<String, String>,
     policy: Option<&pb::ServicePolicy>,
 ) -> Result<ServiceSpec, InvalidField> {
-    if ports.len() > validate::MAX_PORTS {
-        return Err(InvalidField::new(
-            "ports",
-            format!("{} ports is more than {}", ports.len(), validate::MAX_PORTS),
-        ));
-    }
-    if labels.len() > validate::MAX_LABELS {
-        return Err(InvalidField::new(
-            "labels",
-            format!(
-                "{} labels is more than {}",
-                labels.len(),
-                validate::MAX_LABELS
-            ),
-        ));
-    }
+    validate::service_sizes(ports.len(), labels.len())?;
     let ports = ports
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            let protocol = p.protocol.parse::<Protocol>().map_err(|()| {
-                InvalidField::new(
-                    format!("ports[{i}].protocol"),
-                    format!("{:?} is not tcp, http or grpc", p.protocol),
-                )
-            })?;
-            validate::free_text(&format!("ports[{i}].name"), &p.name)?;
-            Ok(ServicePort {
-                name: p.name.clone(),
-                port: validate::port(&format!("ports[{i}].port"), p.port)?,
-                protocol,
-            })
-        })
+        .map(|(i, p)| validate::service_port(i, &p.name, p.port, &p.protocol))
         .collect::<Result<Vec<_>, InvalidField>>()?;
     let mut sorted = BTreeMap::new();
     for (k, v) in labels {
@@ -124,15 +96,7 @@ fn service_spec(
         Some(p) => ServicePolicy {
             request_timeout_ms: (p.request_timeout_ms > 0).then_some(p.request_timeout_ms),
             max_retries: p.max_retries,
-            load_balancer: match p.load_balancer.as_str() {
-                "" => None,
-                lb => Some(lb.parse::<LoadBalancer>().map_err(|()| {
-                    InvalidField::new(
-                        "policy.load_balancer",
-                        format!("{lb:?} is not round_robin, least_request or p2c_ewma"),
-                    )
-                })?),
-            },
+            load_balancer: validate::load_balancer(&p.load_balancer)?,
         },
     };
     Ok(ServiceSpec {

@@ -105,6 +105,58 @@ pub fn label(key: &str, value: &str) -> Result<(), InvalidField> {
     Ok(())
 }
 
+/// A service port as a writer gave it: index (for the field name), name, port and protocol
+/// (empty means tcp).
+pub fn service_port(
+    index: usize,
+    name: &str,
+    port_number: u32,
+    protocol: &str,
+) -> Result<super::ServicePort, InvalidField> {
+    let protocol = protocol.parse::<super::Protocol>().map_err(|()| {
+        InvalidField::new(
+            format!("ports[{index}].protocol"),
+            format!("{protocol:?} is not tcp, http or grpc"),
+        )
+    })?;
+    free_text(&format!("ports[{index}].name"), name)?;
+    Ok(super::ServicePort {
+        name: name.to_owned(),
+        port: port(&format!("ports[{index}].port"), port_number)?,
+        protocol,
+    })
+}
+
+/// A load balancer name; empty means the proxy's default.
+pub fn load_balancer(value: &str) -> Result<Option<super::LoadBalancer>, InvalidField> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|()| {
+        InvalidField::new(
+            "policy.load_balancer",
+            format!("{value:?} is not round_robin, least_request or p2c_ewma"),
+        )
+    })
+}
+
+/// Bounds on how many ports and labels one service may have.
+pub fn service_sizes(ports: usize, labels: usize) -> Result<(), InvalidField> {
+    if ports > MAX_PORTS {
+        return Err(InvalidField::new(
+            "ports",
+            format!("{ports} ports is more than {MAX_PORTS}"),
+        ));
+    }
+    if labels > MAX_LABELS {
+        return Err(InvalidField::new(
+            "labels",
+            format!("{labels} labels is more than {MAX_LABELS}"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
