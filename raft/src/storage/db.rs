@@ -259,6 +259,8 @@ pub(crate) fn open(
         path: data_dir.to_owned(),
         source,
     })?;
+    // Before redb touches anything: a refused directory must stay as it was.
+    super::identity_file::check(data_dir, identity)?;
     let path = data_dir.join(DB_FILE);
     // An empty file holds nothing to lose: redb created it and died before writing a header.
     let existing = match fs::metadata(&path) {
@@ -296,6 +298,7 @@ pub(crate) fn open(
         }
     };
     mirror_cluster_id_from_snapshot(&db, &recovered)?;
+    super::identity_file::ensure(data_dir, identity)?;
     Ok((db, recovered))
 }
 

@@ -40,6 +40,7 @@
 
 mod db;
 mod error;
+mod identity_file;
 mod log_store;
 mod state_machine;
 
