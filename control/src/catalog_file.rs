@@ -119,6 +119,19 @@ fn default_ready() -> bool {
 /// of it is: a half-applied file would delete services that a typo made unreadable.
 pub fn parse(path: &Path, content: &str) -> Result<Vec<DesiredService>, CatalogFileError> {
     let display = path.display().to_string();
+    // YAML reads an empty document as "no services", which would delete every file-owned
+    // service. An empty file is far more often a write caught halfway (an in-place overwrite
+    // truncates first) than a wish, so it is refused; `services: []` says it on purpose.
+    if is_blank(content) {
+        return Err(CatalogFileError {
+            path: display,
+            line: None,
+            column: None,
+            message: "the file is empty; write `services: []` to remove every service it \
+                      defines"
+                .to_owned(),
+        });
+    }
     let doc: FileDoc = serde_yaml::from_str(content).map_err(|err| {
         let location = err.location();
         CatalogFileError {
@@ -153,6 +166,14 @@ pub fn parse(path: &Path, content: &str) -> Result<Vec<DesiredService>, CatalogF
         services.push(desired);
     }
     Ok(services)
+}
+
+/// No YAML node at all: only whitespace, comments and document markers.
+fn is_blank(content: &str) -> bool {
+    content.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
+    })
 }
 
 fn service_ns(service: &FileService) -> &str {

@@ -268,19 +268,45 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
 async fn wiped_bootstrapper_rejoins_instead_of_reinitialising() {
     let mut cluster = TestCluster::start(3, &[]).await;
     for i in 0..10u8 {
-        register_retrying(cluster.replica(u64::from(i % 3)), register_request(&format!("svc-{i}"), i)).await;
+        register_retrying(
+            cluster.replica(u64::from(i % 3)),
+            register_request(&format!("svc-{i}"), i),
+        )
+        .await;
     }
-    let cluster_id = cluster.replica(1).status().await.map(|s| s.cluster_id).unwrap_or_default();
+    let cluster_id = cluster
+        .replica(1)
+        .status()
+        .await
+        .map(|s| s.cluster_id)
+        .unwrap_or_default();
     cluster.replica_mut(0).kill();
     cluster.replica(0).wipe();
     cluster.replica_mut(0).start();
 
     let leader = cluster.wait_for_leader().await;
-    let version = cluster.replica(leader).status().await.map(|s| s.catalog_version).unwrap_or(0);
+    let version = cluster
+        .replica(leader)
+        .status()
+        .await
+        .map(|s| s.catalog_version)
+        .unwrap_or(0);
     cluster.wait_converged(version).await;
     let status = cluster.replica(0).status().await.unwrap();
-    assert_eq!(status.cluster_id, cluster_id, "replica 0 must not have bootstrapped a new cluster");
+    assert_eq!(
+        status.cluster_id, cluster_id,
+        "replica 0 must not have bootstrapped a new cluster"
+    );
     assert_eq!(local_services(cluster.replica(0)).await.len(), 10);
-    let bootstraps = cluster.replica(0).log_text().matches("bootstrapping a new cluster").count();
-    assert_eq!(bootstraps, 1, "only the first start bootstraps\n{}", cluster.logs());
+    let bootstraps = cluster
+        .replica(0)
+        .log_text()
+        .matches("bootstrapping a new cluster")
+        .count();
+    assert_eq!(
+        bootstraps,
+        1,
+        "only the first start bootstraps\n{}",
+        cluster.logs()
+    );
 }

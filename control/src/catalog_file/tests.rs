@@ -54,6 +54,21 @@ fn syntax_error_has_position() {
     assert!(err.to_string().starts_with("c.yaml:"), "{err}");
 }
 
+/// An empty file (or one of only comments) is refused rather than read as "no services":
+/// it is usually an in-place overwrite caught between truncate and write.
+#[test]
+fn empty_file_is_refused() {
+    for content in ["", "\n  \n", "# nothing yet\n---\n"] {
+        let err = parse(Path::new("c.yaml"), content).unwrap_err();
+        assert!(err.message.contains("empty"), "{content:?}: {err}");
+    }
+    assert!(
+        parse(Path::new("c.yaml"), "services: []\n")
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Semantic errors name the service and the field, and nothing of the file is used.
 #[test]
 fn invalid_fields_are_named() {

@@ -385,3 +385,159 @@ pub fn files_digest(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// The `nettingctl` binary of this build.
+pub const CTL: &str = env!("CARGO_BIN_EXE_nettingctl");
+
+/// How long a process that must refuse to start may take to exit by itself.
+pub const EXIT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `cmd` to completion like [`Command::output`], but fails the test if the process is
+/// still running after `limit` (it is killed first, so no process outlives the test).
+pub fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain both pipes on their own threads, so a chatty process never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            panic!("{cmd:?} was still running after {limit:?}; stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// The value of an unlabelled Prometheus metric (the sum over its series if it has labels);
+/// 0 when the metric is absent, as a counter never incremented is.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Whether `pid` names a live process (a zombie is not: it has exited).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn sigterm(pid: u32) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGTERM);
+}
+
+/// Waits up to `limit` for `child` to exit by itself; kills it and fails the test otherwise.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A base port such that `base..base + n` are all free on loopback right now. Chosen at random
+/// below the kernel's ephemeral range, so outgoing connections of other tests never take them.
+pub fn free_port_block(n: u16) -> u16 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..1_000 {
+        let base: u16 = rng.random_range(20_000..32_000);
+        let free = (base..base + n).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no block of {n} free ports found");
+}
+
+/// The first line of an HTTP answer says 200.
+pub fn is_http_ok(answer: &str) -> bool {
+    answer
+        .lines()
+        .next()
+        .is_some_and(|status| status.split_whitespace().nth(1) == Some("200"))
+}
+
+impl Replica {
+    /// Asks the replica to stop (SIGTERM) and waits until it has, so its storage is closed
+    /// cleanly. Fails the test if it does not exit by itself within [`EXIT_PATIENCE`].
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("replica is not running");
+        sigterm(child.id());
+        wait_exit(&mut child, EXIT_PATIENCE)
+    }
+}
+
+impl TestCluster {
+    /// Waits until the cluster has fixed its id (the first entry a new cluster's leader
+    /// writes) and every running replica applied it, so nothing else writes on its own.
+    /// Returns the leader.
+    pub async fn wait_settled(&self) -> u64 {
+        let leader = self.wait_for_leader().await;
+        let fixed = wait_until(PATIENCE, || async {
+            let status = self.replica(leader).status().await?;
+            (!status.cluster_id.is_empty()).then_some(status.catalog_version)
+        })
+        .await;
+        let version = fixed.unwrap_or_else(|| panic!("no cluster id was fixed\n{}", self.logs()));
+        self.wait_converged(version).await;
+        leader
+    }
+}
