@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/netting/catalog/v1/catalog.proto",
         "proto/netting/raft/v1/raft.proto",
+        "proto/netting/discovery/v1/discovery.proto",
     ];
     let include = protoc_bin_vendored::include_path()?;
     let mut config = tonic_prost_build::Config::new();

@@ -17,3 +17,9 @@ pub mod raft {
         tonic::include_proto!("netting.raft.v1");
     }
 }
+
+pub mod discovery {
+    pub mod v1 {
+        tonic::include_proto!("netting.discovery.v1");
+    }
+}
