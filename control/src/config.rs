@@ -101,6 +101,52 @@ pub struct RunArgs {
     /// How long a write may wait for a leader to be elected before it fails as UNAVAILABLE.
     #[arg(long, env = "NETTING_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub write_timeout: Duration,
+
+    /// Sidecars: how long a new discovery stream may take to send its hello.
+    #[arg(long, env = "NETTING_SIDECAR_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub sidecar_hello_timeout: Duration,
+
+    /// Sidecars: how long an update may stay unacknowledged before the stream is closed.
+    #[arg(long, env = "NETTING_SIDECAR_ACK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub sidecar_ack_timeout: Duration,
+
+    /// Sidecars: streams are recycled after this age (minus up to a quarter of jitter).
+    #[arg(long, env = "NETTING_SIDECAR_MAX_AGE", default_value = "30m", value_parser = parse_duration)]
+    pub sidecar_max_age: Duration,
+
+    /// Sidecars: how long a replica behind a sidecar's version waits to catch up before it
+    /// sends the sidecar to another replica.
+    #[arg(long, env = "NETTING_SIDECAR_CATCH_UP_WAIT", default_value = "2s", value_parser = parse_duration)]
+    pub sidecar_catch_up_wait: Duration,
+
+    /// Sidecars: largest message a sidecar may send, in bytes.
+    #[arg(long, env = "NETTING_SIDECAR_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub sidecar_max_message_bytes: usize,
+
+    /// Pushes: the quiet period that ends a burst of catalog changes.
+    #[arg(long, env = "NETTING_PUSH_QUIET", default_value = "10ms", value_parser = parse_duration)]
+    pub push_quiet: Duration,
+
+    /// Pushes: the longest a change waits while the catalog keeps changing.
+    #[arg(long, env = "NETTING_PUSH_MAX_DELAY", default_value = "100ms", value_parser = parse_duration)]
+    pub push_max_delay: Duration,
+
+    /// Pushes: how many session notifications may be in flight at once.
+    #[arg(long, env = "NETTING_PUSH_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub push_max_in_flight: usize,
+}
+
+/// Sidecar discovery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySettings {
+    pub hello_timeout: Duration,
+    pub ack_timeout: Duration,
+    pub max_age: Duration,
+    pub catch_up_wait: Duration,
+    pub max_message_bytes: usize,
+    pub push_quiet: Duration,
+    pub push_max_delay: Duration,
+    pub push_max_in_flight: usize,
 }
 
 /// Where a replica finds its peers.
@@ -138,6 +184,7 @@ pub struct ReplicaConfig {
     pub max_request_bytes: usize,
     pub write_batch_max: usize,
     pub write_timeout: Duration,
+    pub sidecars: DiscoverySettings,
 }
 
 impl ReplicaConfig {
@@ -198,6 +245,17 @@ impl TryFrom<RunArgs> for ReplicaConfig {
         if args.write_timeout.is_zero() {
             return Err(err("--write-timeout", "must be more than 0"));
         }
+        let sidecars = DiscoverySettings {
+            hello_timeout: args.sidecar_hello_timeout,
+            ack_timeout: args.sidecar_ack_timeout,
+            max_age: args.sidecar_max_age,
+            catch_up_wait: args.sidecar_catch_up_wait,
+            max_message_bytes: args.sidecar_max_message_bytes,
+            push_quiet: args.push_quiet,
+            push_max_delay: args.push_max_delay,
+            push_max_in_flight: args.push_max_in_flight,
+        };
+        validate_discovery(&sidecars)?;
         if args.grpc_listen == args.admin_listen && args.grpc_listen.port() != 0 {
             return Err(err(
                 "--admin-listen",
@@ -244,6 +302,7 @@ impl TryFrom<RunArgs> for ReplicaConfig {
             max_request_bytes: args.max_request_bytes,
             write_batch_max: args.write_batch_max,
             write_timeout: args.write_timeout,
+            sidecars,
         })
     }
 }
@@ -266,6 +325,37 @@ fn validate_timing(raft: &RaftTiming) -> Result<(), ConfigError> {
     }
     if raft.snapshot_every == 0 {
         return Err(err("--snapshot-every", "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn validate_discovery(d: &DiscoverySettings) -> Result<(), ConfigError> {
+    let positive: [(&'static str, Duration); 5] = [
+        ("--sidecar-hello-timeout", d.hello_timeout),
+        ("--sidecar-ack-timeout", d.ack_timeout),
+        ("--sidecar-max-age", d.max_age),
+        ("--push-quiet", d.push_quiet),
+        ("--push-max-delay", d.push_max_delay),
+    ];
+    for (flag, value) in positive {
+        if value.is_zero() {
+            return Err(err(flag, "must be more than 0"));
+        }
+    }
+    if d.push_max_delay < d.push_quiet {
+        return Err(err("--push-max-delay", "must be at least --push-quiet"));
+    }
+    if d.max_age < d.ack_timeout {
+        return Err(err(
+            "--sidecar-max-age",
+            "must be at least --sidecar-ack-timeout",
+        ));
+    }
+    if d.max_message_bytes < 1024 {
+        return Err(err("--sidecar-max-message-bytes", "must be at least 1024"));
+    }
+    if d.push_max_in_flight == 0 {
+        return Err(err("--push-max-in-flight", "must be at least 1"));
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod catalog_file;
 pub mod config;
 pub mod ctl;
 pub mod dev;
+pub mod discovery;
 pub mod grpc;
 pub mod node;
 pub mod telemetry;

@@ -7,6 +7,8 @@ use actix::{Actor, Addr};
 use anyhow::Context as _;
 use netting_proto::catalog::v1::catalog_server::CatalogServer;
 use netting_proto::catalog::v1::cluster_server::ClusterServer;
+use netting_proto::discovery::v1::discovery_admin_server::DiscoveryAdminServer;
+use netting_proto::discovery::v1::discovery_server::DiscoveryServer;
 use netting_raft::catalog::CatalogCommand;
 use netting_raft::network::{
     ChannelConfig, ClusterIdentity, NetworkFactory, PeerChannels, RaftGrpc,
@@ -19,12 +21,15 @@ use tokio::sync::watch;
 
 use crate::actors::catalog_file_watcher::{CatalogFileWatcher, LeadershipChanged};
 use crate::actors::catalog_writer::{CatalogWriter, Propose};
+use crate::actors::config_pusher::{AppliedTimes, ConfigPusher};
+use crate::actors::sidecar_session::SessionLimits;
 use crate::admin;
 use crate::bootstrap;
 use crate::config::ReplicaConfig;
 use crate::grpc::Replica;
 use crate::grpc::catalog::CatalogService;
 use crate::grpc::cluster::ClusterService;
+use crate::grpc::discovery::{DiscoveryLimits, DiscoveryService};
 
 /// Entries in flight from the catalog writer at once: enough to keep the pipeline busy while
 /// one batch is being fsynced, few enough that batches stay large under load.
@@ -113,6 +118,8 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         max_request_bytes: config.max_request_bytes,
     };
 
+    let discovery = start_discovery(&config, replica.clone(), &catalog);
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -135,6 +142,11 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
                 .max_decoding_message_size(decode_limit),
         )
         .add_service(ClusterServer::new(ClusterService::new(replica.clone())))
+        .add_service(
+            DiscoveryServer::new(discovery.clone())
+                .max_decoding_message_size(config.sidecars.max_message_bytes),
+        )
+        .add_service(DiscoveryAdminServer::new(discovery))
         .add_service(raft_service.into_service())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
@@ -201,6 +213,38 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
     }
     actix::System::current().stop();
     Ok(())
+}
+
+/// The config pusher and the discovery service, with session actors spread over one arbiter
+/// (thread) per core.
+fn start_discovery(
+    config: &ReplicaConfig,
+    replica: Replica,
+    catalog: &CatalogHandle,
+) -> DiscoveryService {
+    let settings = &config.sidecars;
+    let applied_times = AppliedTimes::default();
+    let pusher = ConfigPusher::new(
+        catalog.clone(),
+        settings.push_quiet,
+        settings.push_max_delay,
+        settings.push_max_in_flight,
+        applied_times.clone(),
+    )
+    .start();
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let arbiters = (0..threads)
+        .map(|_| actix::Arbiter::new().handle())
+        .collect();
+    let limits = DiscoveryLimits {
+        hello_timeout: settings.hello_timeout,
+        catch_up_wait: settings.catch_up_wait,
+        session: SessionLimits {
+            ack_timeout: settings.ack_timeout,
+            max_age: settings.max_age,
+        },
+    };
+    DiscoveryService::new(replica, pusher, arbiters, limits, applied_times)
 }
 
 fn millis(d: std::time::Duration) -> u64 {

@@ -2,6 +2,8 @@
 
 pub mod catalog_file_watcher;
 pub mod catalog_writer;
+pub mod config_pusher;
+pub mod sidecar_session;
 
 /// HELP text and units of the actors' metrics.
 pub fn describe_metrics() {
@@ -28,5 +30,40 @@ pub fn describe_metrics() {
     describe_counter!(
         "netting_catalog_file_reloads_total",
         "Catalog file reconciliations that proposed changes"
+    );
+    metrics::describe_gauge!(
+        "netting_sessions_connected",
+        Unit::Count,
+        "Sidecar discovery streams connected to this replica"
+    );
+    describe_counter!(
+        "netting_config_pushes_total",
+        "Pushes of catalog changes to sessions, by reason"
+    );
+    describe_histogram!(
+        "netting_config_push_sessions",
+        Unit::Count,
+        "Sessions notified by one push"
+    );
+    describe_counter!(
+        "netting_config_updates_total",
+        "Updates sent to sidecars, by kind (snapshot or delta) and reason"
+    );
+    describe_counter!(
+        "netting_config_nacks_total",
+        "Updates sidecars refused (they keep their last good configuration)"
+    );
+    describe_counter!(
+        "netting_config_pending_replaced_total",
+        "Pending updates of a session replaced by a newer one before it was sent"
+    );
+    describe_counter!(
+        "netting_sessions_closed_total",
+        "Sidecar sessions closed, by reason"
+    );
+    describe_histogram!(
+        "netting_config_commit_to_ack_seconds",
+        Unit::Seconds,
+        "Time from a catalog version being applied on this replica to a sidecar acknowledging it"
     );
 }

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod cluster;
 pub mod convert;
+pub mod discovery;
 pub mod routing;
 
 pub use routing::Replica;

@@ -73,10 +73,43 @@ impl Catalog {
     pub fn list<'a>(
         &'a self,
         namespace: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = &'a Service> + 'a> {
+        match namespace {
+            Some(ns) => Box::new(self.in_namespace(ns)),
+            None => Box::new(self.services.values()),
+        }
+    }
+
+    /// Services of one namespace, found through the key order rather than a scan.
+    pub fn in_namespace<'a>(
+        &'a self,
+        namespace: &'a str,
     ) -> impl Iterator<Item = &'a Service> + 'a {
         self.services
-            .values()
-            .filter(move |s| namespace.is_none_or(|ns| s.key.namespace == ns))
+            .range(namespace_start(namespace)..)
+            .take_while(move |(key, _)| key.namespace == namespace)
+            .map(|(_, service)| service)
+    }
+
+    /// Deleted services of one namespace with the index of their deletion.
+    pub fn tombstones_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = (&'a ServiceKey, LogIndex)> + 'a {
+        self.tombstones
+            .range(namespace_start(namespace)..)
+            .take_while(move |(key, _)| key.namespace == namespace)
+            .map(|(key, index)| (key, *index))
+    }
+
+    /// The deletion index of a deleted service, while its tombstone is kept.
+    pub fn tombstone(&self, key: &ServiceKey) -> Option<LogIndex> {
+        self.tombstones.get(key).copied()
+    }
+
+    /// Whether every deletion after `since` is still known, so a delta from it is exact.
+    pub fn delta_possible_since(&self, since: LogIndex) -> bool {
+        since >= self.tombstone_floor
     }
 
     pub fn service_count(&self) -> usize {
@@ -304,6 +337,13 @@ impl Catalog {
             self.tombstones.remove(&key);
             self.tombstone_floor = self.tombstone_floor.max(deleted);
         }
+    }
+}
+
+fn namespace_start(namespace: &str) -> ServiceKey {
+    ServiceKey {
+        namespace: namespace.to_owned(),
+        name: String::new(),
     }
 }
 

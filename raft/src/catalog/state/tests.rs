@@ -221,3 +221,39 @@ fn catalog_round_trips_through_json() {
         json.and_then(|j| serde_json::from_slice(&j).map_err(|e| e.to_string()));
     assert_eq!(back, Ok(catalog));
 }
+
+/// Namespace lookups see exactly that namespace's services and tombstones.
+#[test]
+fn namespace_ranges() {
+    let mut catalog = Catalog::default();
+    let other = ServiceKey {
+        namespace: "prod".into(),
+        name: "web".into(),
+    };
+    let _ = catalog.apply(1, &register("web", 1));
+    let _ = catalog.apply(2, &register("api", 1));
+    let _ = catalog.apply(
+        3,
+        &CatalogCommand::RegisterEndpoint {
+            key: other.clone(),
+            source: Source::Api,
+            endpoint: endpoint(9),
+            spec: None,
+        },
+    );
+    let _ = catalog.apply(4, &CatalogCommand::DeleteService { key: key("api") });
+    let names: Vec<_> = catalog
+        .in_namespace("default")
+        .map(|s| s.key.name.clone())
+        .collect();
+    assert_eq!(names, vec!["web".to_owned()]);
+    assert_eq!(catalog.in_namespace("prod").count(), 1);
+    assert_eq!(catalog.in_namespace("pro").count(), 0);
+    let dead: Vec<_> = catalog
+        .tombstones_in("default")
+        .map(|(k, i)| (k.name.clone(), i))
+        .collect();
+    assert_eq!(dead, vec![("api".to_owned(), 4)]);
+    assert_eq!(catalog.tombstone(&key("api")), Some(4));
+    assert!(catalog.delta_possible_since(0));
+}

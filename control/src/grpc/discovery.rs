@@ -1,0 +1,295 @@
+//! The `Discovery` gRPC service: one stream per sidecar, handed to a session actor, and the
+//! `DiscoveryAdmin` views of those sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix::{Actor, Addr, ArbiterHandle};
+use netting_proto::discovery::v1 as pb;
+use netting_proto::discovery::v1::discovery_admin_server::DiscoveryAdmin;
+use netting_proto::discovery::v1::discovery_server::Discovery;
+use netting_raft::catalog::LogIndex;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::routing::Replica;
+use crate::actors::config_pusher::{AppliedTimes, ConfigPusher, FindSession, ListSessions};
+use crate::actors::sidecar_session::{
+    Base, SessionInfo, SessionLimits, SessionStart, SidecarAck, SidecarNack, SidecarSession,
+    StreamEnded,
+};
+use crate::discovery::hello::Hello;
+use crate::discovery::view;
+
+/// Trailer telling a sidecar to reconnect to another replica rather than retry this one.
+pub const TRY_ANOTHER_REPLICA: &str = "netting-try-another-replica";
+
+/// Limits of the discovery service.
+#[derive(Debug, Clone, Copy)]
+pub struct DiscoveryLimits {
+    /// How long a new stream may take to send its hello.
+    pub hello_timeout: Duration,
+    /// How long a replica behind the sidecar waits to catch up before sending it elsewhere.
+    pub catch_up_wait: Duration,
+    pub session: SessionLimits,
+}
+
+/// The discovery service of one replica.
+#[derive(Debug, Clone)]
+pub struct DiscoveryService {
+    replica: Replica,
+    pusher: Addr<ConfigPusher>,
+    arbiters: Arc<Vec<ArbiterHandle>>,
+    next_arbiter: Arc<AtomicUsize>,
+    next_session: Arc<AtomicU64>,
+    limits: DiscoveryLimits,
+    applied_times: AppliedTimes,
+}
+
+impl DiscoveryService {
+    /// Sessions are spread over `arbiters` (one thread each) so that thousands of them use
+    /// every core.
+    pub fn new(
+        replica: Replica,
+        pusher: Addr<ConfigPusher>,
+        arbiters: Vec<ArbiterHandle>,
+        limits: DiscoveryLimits,
+        applied_times: AppliedTimes,
+    ) -> Self {
+        Self {
+            replica,
+            pusher,
+            arbiters: Arc::new(arbiters),
+            next_arbiter: Arc::new(AtomicUsize::new(0)),
+            next_session: Arc::new(AtomicU64::new(1)),
+            limits,
+            applied_times,
+        }
+    }
+
+    /// Waits, within the bound, until this replica has applied `version`. A replica that
+    /// cannot catch up sends the sidecar elsewhere; a version beyond anything the leader has
+    /// committed is refused.
+    async fn catch_up(&self, version: LogIndex) -> Result<(), Status> {
+        let mut applied = self.replica.catalog.subscribe();
+        let deadline = tokio::time::Instant::now() + self.limits.catch_up_wait;
+        loop {
+            if applied.borrow_and_update().applied_index >= version {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Status::unavailable("the replica is shutting down")),
+                Err(_) => break,
+            }
+        }
+        let applied_index = self.replica.catalog.applied().applied_index;
+        let is_leader =
+            self.replica.raft.metrics().borrow().current_leader == Some(self.replica.node_id);
+        if is_leader {
+            let committed = self
+                .replica
+                .raft
+                .with_raft_state(|s| s.committed.map(|c| c.index))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            if committed < version {
+                return Err(Status::out_of_range(format!(
+                    "last_version {version} is beyond anything this cluster has committed ({committed})"
+                )));
+            }
+        }
+        Err(try_another(format!(
+            "this replica has applied up to {applied_index}, behind the sidecar's version {version}"
+        )))
+    }
+}
+
+fn try_another(message: String) -> Status {
+    let mut status = Status::unavailable(message);
+    status.metadata_mut().insert(
+        TRY_ANOTHER_REPLICA,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    status
+}
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<pb::DiscoveryResponse, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.limits.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within the hello timeout"))?
+            .map_err(|status| inbound_error(&status).unwrap_or(status))?;
+        let hello = match first.and_then(|m| m.message) {
+            Some(pb::discovery_request::Message::Hello(hello)) => {
+                Hello::try_from(&hello).map_err(|e| Status::invalid_argument(e.to_string()))?
+            }
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
+            None => return Err(Status::invalid_argument("the stream ended before a hello")),
+        };
+        let cluster_id = self
+            .replica
+            .catalog
+            .read(|c| c.cluster_id().map(str::to_owned))
+            .ok_or_else(|| try_another("this replica does not know the cluster id yet".into()))?;
+        let base = match &hello.resume {
+            Some(resume) if resume.cluster_id == cluster_id => {
+                self.catch_up(resume.version).await?;
+                Base::Version(resume.version)
+            }
+            // Another cluster (rebuilt from nothing), or nothing yet: a full snapshot.
+            _ => Base::Nothing,
+        };
+
+        // Two slots: the one response in flight, and the status that may end the stream.
+        let (outbound, responses) = mpsc::channel(2);
+        let start = SessionStart {
+            id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            identity: hello.identity,
+            subscription: hello.subscription,
+            catalog: self.replica.catalog.clone(),
+            cluster_id,
+            outbound,
+            base,
+            pusher_open: self.pusher.clone().recipient(),
+            pusher_closed: self.pusher.clone().recipient(),
+            limits: self.limits.session,
+            applied_times: self.applied_times.clone(),
+        };
+        let session = match self.arbiters.len() {
+            0 => return Err(Status::unavailable("the replica is shutting down")),
+            n => {
+                let arbiter = &self.arbiters[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % n];
+                SidecarSession::start_in_arbiter(arbiter, move |_| SidecarSession::new(start))
+            }
+        };
+        tokio::spawn(read_inbound(inbound, session));
+        Ok(Response::new(ReceiverStream::new(responses)))
+    }
+}
+
+/// Turns an inbound stream error caused by the sidecar (a message over the size limit) into
+/// the status that ends its session.
+fn inbound_error(status: &Status) -> Option<Status> {
+    matches!(
+        status.code(),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    )
+    .then(|| Status::invalid_argument(format!("message rejected: {}", status.message())))
+}
+
+/// Forwards ACKs and NACKs to the session until the sidecar closes its side or breaks the
+/// protocol.
+async fn read_inbound(mut inbound: Streaming<pb::DiscoveryRequest>, session: Addr<SidecarSession>) {
+    loop {
+        let violation = match inbound.message().await {
+            Ok(Some(request)) => match request.message {
+                Some(pb::discovery_request::Message::Ack(ack)) => {
+                    let ack = SidecarAck {
+                        version: ack.version,
+                        nonce: ack.nonce,
+                    };
+                    if session.send(ack).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some(pb::discovery_request::Message::Nack(nack)) => {
+                    let nack = SidecarNack {
+                        version: nack.version,
+                        nonce: nack.nonce,
+                        error: nack.error,
+                    };
+                    if session.send(nack).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some(pb::discovery_request::Message::Hello(_)) => {
+                    Some(Status::invalid_argument("a stream sends only one hello"))
+                }
+                None => Some(Status::invalid_argument("an empty message")),
+            },
+            Ok(None) => None,
+            Err(status) => inbound_error(&status),
+        };
+        session.do_send(StreamEnded { violation });
+        return;
+    }
+}
+
+fn session_to_proto(info: &SessionInfo) -> pb::SessionInfo {
+    pb::SessionInfo {
+        pod: info.pod.clone(),
+        namespace: info.namespace.clone(),
+        proxy_version: info.proxy_version.clone(),
+        acked_version: info.acked_version.unwrap_or(0),
+        sent_version: info.sent_version,
+        connected_for_ms: u64::try_from(info.connected_for.as_millis()).unwrap_or(u64::MAX),
+        nacks: info.nacks,
+    }
+}
+
+#[tonic::async_trait]
+impl DiscoveryAdmin for DiscoveryService {
+    async fn list_sessions(
+        &self,
+        _: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let sessions = self
+            .pusher
+            .send(ListSessions)
+            .await
+            .map_err(|_| Status::unavailable("the replica is shutting down"))?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            node_id: self.replica.node_id,
+            catalog_version: self.replica.catalog.read(|c| c.version()),
+            sessions: sessions.iter().map(session_to_proto).collect(),
+        }))
+    }
+
+    async fn sidecar_config(
+        &self,
+        request: Request<pb::SidecarConfigRequest>,
+    ) -> Result<Response<pb::SidecarConfigResponse>, Status> {
+        let req = request.into_inner();
+        let found = self
+            .pusher
+            .send(FindSession {
+                namespace: req.namespace.clone(),
+                pod: req.pod.clone(),
+            })
+            .await
+            .map_err(|_| Status::unavailable("the replica is shutting down"))?;
+        let info = found.ok_or_else(|| {
+            Status::not_found(format!(
+                "no sidecar of pod {}/{} is connected to this replica",
+                req.namespace, req.pod
+            ))
+        })?;
+        let (version, services) = self
+            .replica
+            .catalog
+            .read(|c| (c.version(), view::snapshot(c, &info.subscription)));
+        Ok(Response::new(pb::SidecarConfigResponse {
+            session: Some(session_to_proto(&info)),
+            version,
+            services,
+        }))
+    }
+}
