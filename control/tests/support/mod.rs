@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod sidecar;
+
 use netting_proto::catalog::v1 as pb;
 use netting_proto::catalog::v1::catalog_client::CatalogClient;
 use netting_proto::catalog::v1::cluster_client::ClusterClient;
