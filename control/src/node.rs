@@ -35,6 +35,9 @@ use crate::grpc::discovery::{DiscoveryLimits, DiscoveryService};
 /// one batch is being fsynced, few enough that batches stay large under load.
 const WRITER_IN_FLIGHT: usize = 2;
 
+const GRPC_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Longest each shutdown step may take. Nothing acknowledged depends on a clean shutdown:
 /// every acknowledged write is already fsynced on a quorum.
 const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(3);
@@ -136,6 +139,11 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
     // RESOURCE_EXHAUSTED from the codec.
     let decode_limit = config.max_request_bytes.saturating_mul(4);
     let grpc = tonic::transport::Server::builder()
+        // Sidecar streams can sit idle for minutes; keepalive pings find peers that vanished
+        // without closing their connection, so their sessions end instead of lingering.
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
         .layer(admin::GrpcMetricsLayer::new())
         .add_service(
             CatalogServer::new(CatalogService::new(replica.clone()))
