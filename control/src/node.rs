@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, Recipient};
 use anyhow::Context as _;
 use netting_proto::catalog::v1::catalog_server::CatalogServer;
 use netting_proto::catalog::v1::cluster_server::ClusterServer;
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::actors::catalog_file_watcher::{CatalogFileWatcher, LeadershipChanged};
 use crate::actors::catalog_writer::{CatalogWriter, Propose};
-use crate::actors::config_pusher::{AppliedTimes, ConfigPusher};
+use crate::actors::config_pusher::{AppliedTimes, ConfigPusher, ListSessions};
 use crate::actors::sidecar_session::SessionLimits;
 use crate::admin;
 use crate::bootstrap;
@@ -121,7 +121,7 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         max_request_bytes: config.max_request_bytes,
     };
 
-    let discovery = start_discovery(&config, replica.clone(), &catalog);
+    let (discovery, sessions) = start_discovery(&config, replica.clone(), &catalog);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -163,7 +163,7 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
     let grpc_task = tokio::spawn(grpc);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        admin::AdminState::new(raft.clone(), catalog.clone(), prometheus),
+        admin::AdminState::new(raft.clone(), catalog.clone(), prometheus).with_sessions(sessions),
         stopped(stop_rx.clone()),
     ));
     tokio::spawn(admin::export_raft_metrics(
@@ -224,12 +224,12 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
 }
 
 /// The config pusher and the discovery service, with session actors spread over one arbiter
-/// (thread) per core.
+/// (thread) per core; also where the admin server lists the sessions.
 fn start_discovery(
     config: &ReplicaConfig,
     replica: Replica,
     catalog: &CatalogHandle,
-) -> DiscoveryService {
+) -> (DiscoveryService, Recipient<ListSessions>) {
     let settings = &config.sidecars;
     let applied_times = AppliedTimes::default();
     let pusher = ConfigPusher::new(
@@ -252,7 +252,9 @@ fn start_discovery(
             max_age: settings.max_age,
         },
     };
-    DiscoveryService::new(replica, pusher, arbiters, limits, applied_times)
+    let sessions = pusher.clone().recipient();
+    let service = DiscoveryService::new(replica, pusher, arbiters, limits, applied_times);
+    (service, sessions)
 }
 
 fn millis(d: std::time::Duration) -> u64 {

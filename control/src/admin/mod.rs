@@ -8,7 +8,9 @@
 //! 3. `tonic::transport::Server::builder().layer(`[`GrpcMetricsLayer::new()`]`)` counts and
 //!    times every gRPC call.
 //! 4. `tokio::spawn(`[`serve`]`(listener, `[`AdminState::new`]`(raft, catalog, handle), shutdown))`
-//!    serves `/metrics`, `/healthz`, `/readyz` and `/debug/raft`.
+//!    serves `/metrics`, `/healthz`, `/readyz` and `/debug/raft`; add
+//!    [`AdminState::with_sessions`]`(pusher.recipient())` for `/debug/sessions` (without it,
+//!    that path answers 404).
 //!
 //! Label values are bounded everywhere: gRPC methods come from a fixed list, peers are Raft node
 //! ids, never addresses or request paths.
@@ -21,6 +23,7 @@ mod readiness;
 mod recorder;
 mod routes;
 mod server;
+mod sessions;
 
 #[cfg(test)]
 mod tests;
@@ -32,3 +35,4 @@ pub use raft_metrics::{CatalogCounts, RaftMetricsExporter, export_raft_metrics};
 pub use readiness::{DEFAULT_MAX_APPLY_LAG, NotReady, ReadinessPolicy, readiness};
 pub use recorder::{LATENCY_BUCKETS, describe_metrics, install_recorder, prometheus_builder};
 pub use server::{AdminState, serve};
+pub use sessions::{SessionDebugView, SessionsDebugView, sessions_view};

@@ -12,11 +12,17 @@ use tokio::time::timeout;
 use super::debug::debug_view;
 use super::readiness::{NotReady, readiness};
 use super::server::AdminState;
+use super::sessions::sessions_view;
+use crate::actors::config_pusher::ListSessions;
 
 /// How long `/readyz` and `/debug/raft` wait for the Raft core's commit index. A core that
 /// cannot answer in this time is not serving either, so `/readyz` says so instead of hanging
 /// past the probe's own timeout.
 pub(crate) const RAFT_CORE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long `/debug/sessions` waits for the config pusher, which answers from memory unless
+/// its mailbox is backed up; a debug endpoint must not hang with it.
+pub(crate) const SESSIONS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The Prometheus text exposition format, version 0.0.4.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -30,6 +36,7 @@ pub(crate) async fn route<B>(request: Request<B>, state: &AdminState) -> Respons
         "/healthz" => Endpoint::Healthz,
         "/readyz" => Endpoint::Readyz,
         "/debug/raft" => Endpoint::DebugRaft,
+        "/debug/sessions" => Endpoint::DebugSessions,
         _ => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
     if request.method() != Method::GET {
@@ -44,6 +51,7 @@ pub(crate) async fn route<B>(request: Request<B>, state: &AdminState) -> Respons
         Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
         Endpoint::Readyz => readyz(state).await,
         Endpoint::DebugRaft => debug_raft(state).await,
+        Endpoint::DebugSessions => debug_sessions(state).await,
     }
 }
 
@@ -53,6 +61,7 @@ enum Endpoint {
     Healthz,
     Readyz,
     DebugRaft,
+    DebugSessions,
 }
 
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
@@ -87,6 +96,34 @@ async fn debug_raft(state: &AdminState) -> Response<Full<Bytes>> {
         StatusCode::OK,
         &debug_view(&metrics, state.catalog().applied(), committed),
     )
+}
+
+async fn debug_sessions(state: &AdminState) -> Response<Full<Bytes>> {
+    // 404 rather than an empty list: "no sidecars here" would be a claim this server cannot make.
+    let Some(sessions) = state.sessions() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no discovery service on this server: sessions are not known here\n",
+        );
+    };
+    match timeout(SESSIONS_TIMEOUT, sessions.send(ListSessions)).await {
+        Ok(Ok(sessions)) => {
+            let node_id = state.raft().metrics().borrow().id;
+            let catalog_version = state.catalog().read(|c| c.version());
+            json(
+                StatusCode::OK,
+                &sessions_view(node_id, catalog_version, &sessions),
+            )
+        }
+        Ok(Err(_)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the config pusher has stopped\n",
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the config pusher did not answer in time\n",
+        ),
+    }
 }
 
 /// The commit index the Raft core knows, or why it could not be had.

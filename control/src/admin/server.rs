@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Recipient;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,6 +21,7 @@ use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 use super::probe::RaftProbe;
 use super::readiness::ReadinessPolicy;
 use super::routes::route;
+use crate::actors::config_pusher::ListSessions;
 
 /// Connections served at once; further ones wait in the listen backlog. Scrapers and probes
 /// need a handful, and a bound keeps a misbehaving client from exhausting file descriptors.
@@ -46,6 +48,7 @@ pub struct AdminState {
     catalog: CatalogHandle,
     prometheus: PrometheusHandle,
     readiness: ReadinessPolicy,
+    sessions: Option<Recipient<ListSessions>>,
 }
 
 impl AdminState {
@@ -57,7 +60,15 @@ impl AdminState {
             catalog,
             prometheus,
             readiness: ReadinessPolicy::default(),
+            sessions: None,
         }
+    }
+
+    /// Serves `/debug/sessions` from `sessions` (the replica's config pusher); without it that
+    /// path answers 404, as on a server that has no discovery service.
+    pub fn with_sessions(mut self, sessions: Recipient<ListSessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     /// Replaces the default readiness policy.
@@ -81,12 +92,17 @@ impl AdminState {
     pub(crate) fn readiness_policy(&self) -> &ReadinessPolicy {
         &self.readiness
     }
+
+    pub(crate) fn sessions(&self) -> Option<&Recipient<ListSessions>> {
+        self.sessions.as_ref()
+    }
 }
 
 impl fmt::Debug for AdminState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminState")
             .field("readiness", &self.readiness)
+            .field("sessions", &self.sessions.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use actix::{Actor, ActorContext, Handler, Recipient, ResponseFuture};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
@@ -26,6 +27,9 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::probe::fake::ScriptedRaft;
 use super::*;
+use crate::actors::config_pusher::ListSessions;
+use crate::actors::sidecar_session::SessionInfo;
+use crate::discovery::hello::Subscription;
 use support::{follower, leader, log_id, recorder, sample_value};
 
 pub(crate) mod support {
@@ -127,6 +131,11 @@ struct RunningServer {
 
 impl RunningServer {
     async fn start(raft: ScriptedRaft) -> Self {
+        Self::start_with(raft, None).await
+    }
+
+    /// A server whose `/debug/sessions` asks `sessions`, when given.
+    async fn start_with(raft: ScriptedRaft, sessions: Option<Recipient<ListSessions>>) -> Self {
         let recorder = recorder();
         metrics::with_local_recorder(&recorder, || {
             describe_metrics();
@@ -134,11 +143,14 @@ impl RunningServer {
                 .increment(1);
         });
         let raft = Arc::new(raft);
-        let state = AdminState::new(
+        let mut state = AdminState::new(
             Arc::clone(&raft),
             CatalogHandle::default(),
             recorder.handle(),
         );
+        if let Some(sessions) = sessions {
+            state = state.with_sessions(sessions);
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -229,6 +241,7 @@ async fn unknown_path_is_404_and_wrong_method_is_405() {
         (Method::PUT, "/healthz"),
         (Method::DELETE, "/readyz"),
         (Method::HEAD, "/debug/raft"),
+        (Method::POST, "/debug/sessions"),
     ] {
         let (status, headers, _) = server.request(method.clone(), path).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
@@ -323,6 +336,134 @@ async fn debug_raft_is_json_view() {
     assert_eq!(json["membership"]["learners"][0]["id"], 4);
     assert_eq!(json["replication"]["2"]["lag_entries"], 2);
     assert_eq!(json["millis_since_quorum_ack"], 12);
+    server.stop().await;
+}
+
+/// A config pusher stand-in that answers `ListSessions` with fixed sessions, or never.
+struct FixedSessions {
+    sessions: Vec<SessionInfo>,
+    hang: bool,
+}
+
+impl Actor for FixedSessions {
+    type Context = actix::Context<Self>;
+}
+
+impl Handler<ListSessions> for FixedSessions {
+    type Result = ResponseFuture<Vec<SessionInfo>>;
+
+    fn handle(&mut self, _: ListSessions, _: &mut Self::Context) -> Self::Result {
+        let sessions = self.sessions.clone();
+        let hang = self.hang;
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            sessions
+        })
+    }
+}
+
+/// Stops the stand-in, as a pusher that has shut down.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+impl Handler<Stop> for FixedSessions {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+fn session_info(namespace: &str, pod: &str, acked: Option<u64>, sent: Option<u64>) -> SessionInfo {
+    SessionInfo {
+        pod: pod.to_owned(),
+        namespace: namespace.to_owned(),
+        proxy_version: "1.2.0".to_owned(),
+        acked_version: acked,
+        sent_version: sent,
+        connected_for: std::time::Duration::from_millis(1_500),
+        nacks: 1,
+        subscription: Arc::new(Subscription::default()),
+    }
+}
+
+/// `/debug/sessions` is JSON with the node id, the catalog version and every session of the
+/// pusher, sorted by namespace and pod, `null` where nothing was acknowledged or is in flight.
+#[actix::test]
+async fn debug_sessions_lists_the_pushers_sessions() {
+    let pusher = FixedSessions {
+        sessions: vec![
+            session_info("shop", "web-0", Some(40), None),
+            session_info("default", "api-0", None, Some(40)),
+        ],
+        hang: false,
+    }
+    .start();
+    let server = RunningServer::start_with(ready_follower(), Some(pusher.recipient())).await;
+    let (status, headers, body) = server.request(Method::GET, "/debug/sessions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get(http::header::CONTENT_TYPE),
+        Some(&HeaderValue::from_static("application/json"))
+    );
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["node_id"], 2);
+    assert_eq!(json["catalog_version"], 0);
+    assert_eq!(
+        json["sessions"],
+        serde_json::json!([
+            {
+                "pod": "api-0", "namespace": "default", "proxy_version": "1.2.0",
+                "acked_version": null, "sent_version": 40, "connected_for_ms": 1500, "nacks": 1,
+            },
+            {
+                "pod": "web-0", "namespace": "shop", "proxy_version": "1.2.0",
+                "acked_version": 40, "sent_version": null, "connected_for_ms": 1500, "nacks": 1,
+            },
+        ])
+    );
+    server.stop().await;
+}
+
+/// Without a sessions source `/debug/sessions` is 404 with a reason, not an empty list that would
+/// claim no sidecars are connected.
+#[tokio::test]
+async fn debug_sessions_without_a_source_is_404() {
+    let server = RunningServer::start(ready_follower()).await;
+    let (status, _, body) = server.request(Method::GET, "/debug/sessions").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("no discovery service"), "{body}");
+    server.stop().await;
+}
+
+/// A pusher that does not answer gives a 503 within the bound, and a stopped one a 503 at once.
+#[actix::test]
+async fn debug_sessions_is_503_when_the_pusher_cannot_answer() {
+    let stuck = FixedSessions {
+        sessions: Vec::new(),
+        hang: true,
+    }
+    .start();
+    let server = RunningServer::start_with(ready_follower(), Some(stuck.recipient())).await;
+    let (status, _, body) = server.request(Method::GET, "/debug/sessions").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("did not answer in time"), "{body}");
+    server.stop().await;
+
+    let stopped = FixedSessions {
+        sessions: Vec::new(),
+        hang: false,
+    }
+    .start();
+    let recipient = stopped.clone().recipient();
+    stopped.send(Stop).await.unwrap();
+    let server = RunningServer::start_with(ready_follower(), Some(recipient)).await;
+    let (status, _, body) = server.request(Method::GET, "/debug/sessions").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("stopped"), "{body}");
     server.stop().await;
 }
 

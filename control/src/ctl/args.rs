@@ -20,7 +20,8 @@ use super::output::OutputFormat;
 #[command(
     name = "nettingctl",
     version,
-    about = "Operate a Netting control plane: cluster status, members and the service catalog",
+    about = "Operate a Netting control plane: cluster status, members, the service catalog and \
+             connected sidecars",
     propagate_version = true
 )]
 pub struct Cli {
@@ -68,6 +69,31 @@ pub enum Command {
     /// List or remove control-plane replicas.
     #[command(subcommand)]
     Members(MembersCommand),
+    /// Ask every replica for its connected sidecars: how many, and how far behind they are.
+    ///
+    /// With a single --addr, the members that replica knows are asked too.
+    Sessions(SessionsArgs),
+    /// Show what one sidecar was last sent, from the replica it is connected to.
+    ///
+    /// Replicas are asked in order until one has the sidecar; with a single --addr, the members
+    /// that replica knows are asked too.
+    Config(ConfigArgs),
+}
+
+/// Arguments of `sessions`.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Also list every session (with --output json they are always included).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+/// Arguments of `config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The sidecar's pod, as NAMESPACE/POD.
+    #[arg(value_name = "NAMESPACE/POD", value_parser = parse_pod_ref)]
+    pub pod: PodRef,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +247,19 @@ impl fmt::Display for ServiceRef {
     }
 }
 
+/// A pod named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub pod: String,
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.pod)
+    }
+}
+
 /// A `--service-port` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
@@ -268,6 +307,25 @@ pub fn parse_service_ref(text: &str) -> Result<ServiceRef, String> {
     Ok(ServiceRef {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
+    })
+}
+
+/// Parses `NAMESPACE/POD` with the rules a sidecar's hello is held to: the namespace a DNS-1123
+/// label, the pod any non-empty free text.
+pub fn parse_pod_ref(text: &str) -> Result<PodRef, String> {
+    let Some((namespace, pod)) = text.split_once('/') else {
+        return Err(format!("expected NAMESPACE/POD, got {text:?}"));
+    };
+    validate::dns_label("namespace", namespace).map_err(|e| e.to_string())?;
+    if pod.is_empty() {
+        return Err(format!(
+            "expected NAMESPACE/POD, got {text:?}: the pod is empty"
+        ));
+    }
+    validate::free_text("pod", pod).map_err(|e| e.to_string())?;
+    Ok(PodRef {
+        namespace: namespace.to_owned(),
+        pod: pod.to_owned(),
     })
 }
 

@@ -16,6 +16,10 @@ use netting_proto::catalog::v1::{
     ListServicesResponse, RegisterRequest, RemoveMemberRequest, RemoveMemberResponse,
     StatusRequest, StatusResponse, WriteResponse,
 };
+use netting_proto::discovery::v1::discovery_admin_client::DiscoveryAdminClient;
+use netting_proto::discovery::v1::{
+    ListSessionsRequest, ListSessionsResponse, SidecarConfigRequest, SidecarConfigResponse,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -180,6 +184,33 @@ impl Client {
     pub async fn first_status(&self) -> Result<Answer<StatusResponse>, CtlError> {
         self.first_answer(async |channel| {
             let response = ClusterClient::new(channel).status(StatusRequest {}).await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+
+    /// `DiscoveryAdmin/ListSessions` of one replica.
+    pub async fn sessions_of(&self, target: &Target) -> Result<ListSessionsResponse, CallError> {
+        self.ask(target, async |channel| {
+            let response = DiscoveryAdminClient::new(channel)
+                .list_sessions(ListSessionsRequest {})
+                .await?;
+            Ok(response.into_inner())
+        })
+        .await
+    }
+
+    /// `DiscoveryAdmin/SidecarConfig` of one replica; NOT_FOUND when the sidecar is not
+    /// connected there.
+    pub async fn sidecar_config_of(
+        &self,
+        target: &Target,
+        request: SidecarConfigRequest,
+    ) -> Result<SidecarConfigResponse, CallError> {
+        self.ask(target, async |channel| {
+            let response = DiscoveryAdminClient::new(channel)
+                .sidecar_config(request)
+                .await?;
             Ok(response.into_inner())
         })
         .await

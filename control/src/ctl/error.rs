@@ -6,7 +6,7 @@ use std::io;
 use thiserror::Error;
 use tonic::Code;
 
-use super::client::Failure;
+use super::client::{CallError, Failure};
 use super::target::{InvalidAddr, Target};
 
 /// Exit code for bad input caught before anything was sent (clap uses the same for its own).
@@ -30,6 +30,12 @@ pub enum CtlError {
     /// Every replica was tried and none gave an answer.
     #[error("{}", no_answer_message(.0))]
     NoAnswer(Vec<Failure>),
+    /// No replica asked has a session for the sidecar; each replica's answer, in order.
+    #[error("{}", not_connected_message(.sidecar, .asked))]
+    SidecarNotConnected {
+        sidecar: String,
+        asked: Vec<(String, CallError)>,
+    },
     /// A replica answered, but not with something this client can use.
     #[error("{0}")]
     Unexpected(String),
@@ -76,6 +82,20 @@ fn no_answer_message(failures: &[Failure]) -> String {
     let mut text = String::from("no replica answered");
     for failure in failures {
         text.push_str(&format!("\n  {}: {}", failure.target, failure.error));
+    }
+    text
+}
+
+fn not_connected_message(sidecar: &str, asked: &[(String, CallError)]) -> String {
+    let mut text = format!("sidecar {sidecar} is not connected to any replica asked");
+    for (address, error) in asked {
+        match error {
+            // The expected answer of a replica the sidecar is not connected to.
+            CallError::Status(status) if status.code() == Code::NotFound => {
+                text.push_str(&format!("\n  {address}: not connected here"));
+            }
+            _ => text.push_str(&format!("\n  {address}: {error}")),
+        }
     }
     text
 }
@@ -162,6 +182,31 @@ mod tests {
         struct Outer(#[source] io::Error);
         let err = Outer(io::Error::new(io::ErrorKind::ConnectionRefused, "refused"));
         assert_eq!(error_chain(&err), "outer: refused");
+    }
+
+    /// A sidecar found nowhere names every replica asked, NOT_FOUND as "not connected here".
+    #[test]
+    fn sidecar_not_connected_lists_every_replica() {
+        let err = CtlError::SidecarNotConnected {
+            sidecar: "default/web-0".into(),
+            asked: vec![
+                (
+                    "a:7100".into(),
+                    CallError::Status(tonic::Status::not_found("no sidecar of pod default/web-0")),
+                ),
+                (
+                    "b:7100".into(),
+                    CallError::Connect("connection refused".into()),
+                ),
+            ],
+        };
+        assert_eq!(
+            err.to_string(),
+            "sidecar default/web-0 is not connected to any replica asked\n  \
+             a:7100: not connected here\n  \
+             b:7100: cannot connect: connection refused"
+        );
+        assert_eq!(err.exit_code(), EXIT_FAILURE);
     }
 
     /// A closed stdout is recognised so main can exit quietly.

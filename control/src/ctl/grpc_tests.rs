@@ -1,6 +1,6 @@
 //! Whole commands against fake replicas: real tonic servers on 127.0.0.1 that implement the
-//! generated `Catalog` and `Cluster` traits with scripted answers, so the client's gRPC path,
-//! failover and output are exercised end to end without a Raft cluster.
+//! generated `Catalog`, `Cluster` and `DiscoveryAdmin` traits with scripted answers, so the
+//! client's gRPC path, failover and output are exercised end to end without a Raft cluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +17,8 @@ use netting_proto::catalog::v1::{
     RemoveMemberRequest, RemoveMemberResponse, Service, StatusRequest, StatusResponse,
     WriteResponse,
 };
+use netting_proto::discovery::v1 as discovery;
+use netting_proto::discovery::v1::discovery_admin_server::{DiscoveryAdmin, DiscoveryAdminServer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -47,6 +49,8 @@ struct FakeReplica {
     registered: Mutex<Vec<RegisterRequest>>,
     deregistered: Mutex<Vec<DeregisterRequest>>,
     gets: Mutex<Vec<GetServiceRequest>>,
+    /// The sidecars connected to this fake, for `DiscoveryAdmin`.
+    sessions: Mutex<Vec<discovery::SessionInfo>>,
 }
 
 impl FakeReplica {
@@ -62,7 +66,21 @@ impl FakeReplica {
             registered: Mutex::new(Vec::new()),
             deregistered: Mutex::new(Vec::new()),
             gets: Mutex::new(Vec::new()),
+            sessions: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Connects a sidecar of `default/<pod>` that acknowledged `acked`.
+    fn connect(&self, pod: &str, acked: u64) {
+        self.sessions.lock().unwrap().push(discovery::SessionInfo {
+            pod: pod.into(),
+            namespace: "default".into(),
+            proxy_version: "0.9.1".into(),
+            acked_version: acked,
+            sent_version: (acked < self.applied_index).then_some(self.applied_index),
+            connected_for_ms: 65_000,
+            nacks: u32::from(acked < self.applied_index),
+        });
     }
 
     fn leader(node_id: u64) -> Self {
@@ -194,6 +212,57 @@ impl Cluster for FakeReplica {
     }
 }
 
+#[tonic::async_trait]
+impl DiscoveryAdmin for FakeReplica {
+    async fn list_sessions(
+        &self,
+        _: Request<discovery::ListSessionsRequest>,
+    ) -> Result<Response<discovery::ListSessionsResponse>, Status> {
+        self.gate().await?;
+        Ok(Response::new(discovery::ListSessionsResponse {
+            node_id: self.node_id,
+            catalog_version: self.applied_index,
+            sessions: self.sessions.lock().unwrap().clone(),
+        }))
+    }
+
+    async fn sidecar_config(
+        &self,
+        request: Request<discovery::SidecarConfigRequest>,
+    ) -> Result<Response<discovery::SidecarConfigResponse>, Status> {
+        self.gate().await?;
+        let request = request.into_inner();
+        let session = self
+            .sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.namespace == request.namespace && s.pod == request.pod)
+            .cloned()
+            .ok_or_else(|| Status::not_found("no sidecar of that pod is connected here"))?;
+        Ok(Response::new(discovery::SidecarConfigResponse {
+            session: Some(session),
+            version: self.applied_index,
+            services: vec![discovery::ServiceConfig {
+                namespace: "shop".into(),
+                name: "web".into(),
+                ports: vec![discovery::Port {
+                    name: "http".into(),
+                    port: 8080,
+                    protocol: "http".into(),
+                }],
+                endpoints: vec![discovery::Endpoint {
+                    address: "10.0.0.9".into(),
+                    port: 8080,
+                    ready: true,
+                    zone: String::new(),
+                }],
+                policy: None,
+            }],
+        }))
+    }
+}
+
 /// Serves `replica` on an ephemeral port and returns its `host:port`.
 async fn serve(replica: &Arc<FakeReplica>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -202,6 +271,7 @@ async fn serve(replica: &Arc<FakeReplica>) -> String {
     let server = tonic::transport::Server::builder()
         .add_service(CatalogServer::from_arc(Arc::clone(replica)))
         .add_service(ClusterServer::from_arc(Arc::clone(replica)))
+        .add_service(DiscoveryAdminServer::from_arc(Arc::clone(replica)))
         .serve_with_incoming(TcpListenerStream::new(listener));
     tokio::spawn(server);
     address
@@ -580,5 +650,186 @@ async fn environment_names_the_replicas() {
     assert_eq!(
         replica.gets.lock().unwrap()[0].consistency,
         Consistency::Local as i32
+    );
+}
+
+/// `sessions` asks every given replica: each answering one is a row with its count, slowest ACK
+/// and sessions behind; a dead one is "unreachable"; the totals cover the answering ones.
+#[tokio::test]
+async fn sessions_across_replicas_with_one_unreachable() {
+    let leader = Arc::new(FakeReplica::leader(1));
+    leader.connect("web-0", 44);
+    leader.connect("web-1", 41);
+    let follower = Arc::new(FakeReplica::new(2, Mode::Answer));
+    follower.connect("api-0", 40);
+    let dead = refused();
+    let addr = format!("{},{dead},{}", serve(&follower).await, serve(&leader).await);
+
+    let report = json_of(
+        &ctl(&["--addr", &addr, "-o", "json", "sessions"])
+            .await
+            .unwrap(),
+    );
+    let replicas = report["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 3, "{report:#}");
+    assert_eq!(replicas[0]["node_id"], 1);
+    assert_eq!(replicas[0]["summary"]["session_count"], 2);
+    assert_eq!(replicas[0]["summary"]["slowest_acked_version"], 41);
+    assert_eq!(replicas[0]["summary"]["sessions_behind"], 1);
+    assert_eq!(replicas[0]["sessions"][1]["sent_version"], 44);
+    assert_eq!(replicas[1]["node_id"], 2);
+    assert_eq!(replicas[1]["summary"]["sessions_behind"], 0);
+    assert_eq!(replicas[2]["address"], dead.as_str());
+    assert_eq!(replicas[2]["state"], "unreachable");
+    assert_eq!(replicas[2]["summary"], Value::Null);
+    assert_eq!(
+        report["total"],
+        json!({"session_count": 3, "slowest_acked_version": 40, "sessions_behind": 1, "nacks": 1})
+    );
+
+    let table = ctl(&["--addr", &addr, "sessions", "-v"]).await.unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[3].contains("unreachable"), "{table}");
+    assert!(
+        lines[5].starts_with("3 sessions on 2 of 3 replicas; slowest acknowledged version 40"),
+        "{table}"
+    );
+    assert!(lines[7].starts_with("REPLICA  NAMESPACE/POD"), "{table}");
+    assert_eq!(lines.len(), 11, "three session rows: {table}");
+    assert!(
+        lines[9]
+            .split_whitespace()
+            .eq(["1", "default/web-1", "0.9.1", "41", "44", "1m05s", "1"]),
+        "{table}"
+    );
+}
+
+/// With one address, `sessions` also asks the members that replica reports.
+#[tokio::test]
+async fn sessions_follow_members_from_a_single_address() {
+    let leader = Arc::new(FakeReplica::leader(1));
+    let follower = Arc::new(FakeReplica::new(2, Mode::Answer));
+    follower.connect("api-0", 40);
+    let leader_addr = serve(&leader).await;
+    let follower_addr = serve(&follower).await;
+    *leader.members.lock().unwrap() = vec![
+        Member {
+            node_id: 1,
+            address: leader_addr.clone(),
+            role: "voter".into(),
+            matched_index: None,
+        },
+        Member {
+            node_id: 2,
+            address: follower_addr,
+            role: "voter".into(),
+            matched_index: None,
+        },
+    ];
+    let report = json_of(
+        &ctl(&["--addr", &leader_addr, "-o", "json", "sessions"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        report["replicas"].as_array().unwrap().len(),
+        2,
+        "{report:#}"
+    );
+    assert_eq!(report["total"]["session_count"], 1);
+    assert_eq!(report["replicas"][1]["sessions"][0]["pod"], "api-0");
+}
+
+/// `sessions` prints the rows and still fails when no replica answered.
+#[tokio::test]
+async fn sessions_fail_when_nobody_answers() {
+    let err = ctl(&["--addr", &refused(), "sessions"]).await.unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+}
+
+/// `config` moves past a replica answering NOT_FOUND, prints the second one's view, and never
+/// asks the third.
+#[tokio::test]
+async fn config_found_on_the_second_replica_after_not_found() {
+    let first = Arc::new(FakeReplica::new(1, Mode::Answer));
+    first.connect("other-0", 40);
+    let second = Arc::new(FakeReplica::new(2, Mode::Answer));
+    second.connect("web-0", 38);
+    let third = Arc::new(FakeReplica::new(3, Mode::Answer));
+    third.connect("web-0", 40);
+    let second_addr = serve(&second).await;
+    let addr = format!(
+        "{},{second_addr},{}",
+        serve(&first).await,
+        serve(&third).await
+    );
+
+    let view = json_of(
+        &ctl(&["--addr", &addr, "-o", "json", "config", "default/web-0"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(view["replica"], second_addr.as_str());
+    assert_eq!(view["sidecar"], "default/web-0");
+    assert_eq!(view["catalog_version"], 40);
+    assert_eq!(view["session"]["acked_version"], 38);
+    assert_eq!(view["session"]["sent_version"], 40);
+    assert_eq!(view["services"][0]["endpoints"][0]["address"], "10.0.0.9");
+    assert_eq!((first.calls(), second.calls(), third.calls()), (1, 1, 0));
+
+    let table = ctl(&["--addr", &addr, "config", "default/web-0"])
+        .await
+        .unwrap();
+    assert!(
+        table.starts_with(&format!(
+            "sidecar default/web-0 is connected to replica {second_addr}\n"
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains("catalog:        version 40 (sent, not yet acknowledged)\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("shop       web   http:8080:http  1/1"),
+        "{table}"
+    );
+}
+
+/// A sidecar that no replica has fails with exit code 1 and names every replica asked, with why.
+#[tokio::test]
+async fn config_not_found_anywhere_fails_listing_the_replicas() {
+    let first = Arc::new(FakeReplica::new(1, Mode::Answer));
+    let sick = Arc::new(FakeReplica::new(2, Mode::Unavailable));
+    let first_addr = serve(&first).await;
+    let sick_addr = serve(&sick).await;
+    let dead = refused();
+    let err = ctl(&[
+        "--addr",
+        &format!("{first_addr},{sick_addr},{dead}"),
+        "config",
+        "default/web-0",
+    ])
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, CtlError::SidecarNotConnected { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.exit_code(), 1);
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "sidecar default/web-0 is not connected to any replica asked"
+    );
+    assert_eq!(lines[1], format!("  {first_addr}: not connected here"));
+    assert_eq!(
+        lines[2],
+        format!("  {sick_addr}: UNAVAILABLE: no leader known")
+    );
+    assert!(
+        lines[3].starts_with(&format!("  {dead}: cannot connect")),
+        "{text}"
     );
 }

@@ -3,7 +3,7 @@
 //! - [`args`] holds the command line (clap) and the checks that refuse bad input before sending;
 //! - [`target`] normalises replica addresses and picks them from the flag, env or default;
 //! - [`client`] makes one bounded attempt per replica and fails over across the list;
-//! - [`commands`] implements `status`, `catalog ...` and `members ...`;
+//! - [`commands`] implements `status`, `catalog ...`, `members ...`, `sessions` and `config`;
 //! - [`output`] renders tables and JSON;
 //! - [`error`] defines failures and their exit codes.
 //!
@@ -55,5 +55,7 @@ pub async fn run<W: Write>(cli: Cli, env: &dyn Environment, out: &mut W) -> Resu
         Command::Status => commands::status::run(&client, format, out).await,
         Command::Catalog(command) => commands::catalog::run(&client, command, format, out).await,
         Command::Members(command) => commands::members::run(&client, command, format, out).await,
+        Command::Sessions(args) => commands::sessions::run(&client, &args, format, out).await,
+        Command::Config(args) => commands::config::run(&client, &args, format, out).await,
     }
 }

@@ -118,6 +118,22 @@ pub fn text_cell(value: Option<&str>) -> String {
     }
 }
 
+/// A table cell for a duration in milliseconds, in its two largest units (`850ms`, `42s`,
+/// `3m05s`, `2h07m`, `4d03h`): precise enough to tell a new connection from an old one.
+pub fn duration_cell(millis: u64) -> String {
+    const SECOND: u64 = 1_000;
+    const MINUTE: u64 = 60 * SECOND;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    match millis {
+        m if m < SECOND => format!("{m}ms"),
+        m if m < MINUTE => format!("{}s", m / SECOND),
+        m if m < HOUR => format!("{}m{:02}s", m / MINUTE, m % MINUTE / SECOND),
+        m if m < DAY => format!("{}h{:02}m", m / HOUR, m % HOUR / MINUTE),
+        m => format!("{}d{:02}h", m / DAY, m % DAY / HOUR),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -167,6 +183,19 @@ mod tests {
         let mut out = Vec::new();
         emit(&mut out, OutputFormat::Json, &Sample { n: 3 }).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "{\n  \"n\": 3\n}\n");
+    }
+
+    /// Durations show their two largest units, truncated, from milliseconds to days.
+    #[test]
+    fn durations_show_two_units() {
+        let cells: Vec<String> = [0, 999, 1_000, 59_999, 185_000, 7_620_000, 356_400_000]
+            .into_iter()
+            .map(duration_cell)
+            .collect();
+        assert_eq!(
+            cells,
+            ["0ms", "999ms", "1s", "59s", "3m05s", "2h07m", "4d03h"]
+        );
     }
 
     /// Absent values show as a dash so columns never collapse.

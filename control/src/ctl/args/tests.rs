@@ -310,3 +310,43 @@ fn read_and_member_commands_parse() {
         Command::Members(MembersCommand::List)
     ));
 }
+
+/// `sessions` takes -v/--verbose; `config` takes NAMESPACE/POD, the pod as any non-empty text.
+#[test]
+fn sessions_and_config_parse() {
+    let Command::Sessions(args) = parse(&["sessions"]).unwrap().command else {
+        panic!("wrong command");
+    };
+    assert!(!args.verbose);
+    for flag in ["-v", "--verbose"] {
+        let Command::Sessions(args) = parse(&["sessions", flag, "-o", "json"]).unwrap().command
+        else {
+            panic!("wrong command");
+        };
+        assert!(args.verbose);
+    }
+    let Command::Config(args) = parse(&["config", "shop/web-7d9f_x.0"]).unwrap().command else {
+        panic!("wrong command");
+    };
+    assert_eq!(
+        args.pod,
+        PodRef {
+            namespace: "shop".into(),
+            pod: "web-7d9f_x.0".into()
+        }
+    );
+    assert_eq!(args.pod.to_string(), "shop/web-7d9f_x.0");
+}
+
+/// A pod reference without a slash, with a bad namespace or an empty pod is a usage error.
+#[test]
+fn bad_pod_references_are_usage_errors() {
+    for bad in ["web-0", "Shop/web-0", "/web-0", "shop/", "shop/web\u{7}"] {
+        let err = parse(&["config", bad]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad:?}");
+    }
+    assert_eq!(
+        parse(&["config"]).unwrap_err().kind(),
+        ErrorKind::MissingRequiredArgument
+    );
+}

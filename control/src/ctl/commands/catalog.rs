@@ -26,7 +26,7 @@ pub struct PortView {
 
 impl PortView {
     /// The `--service-port` spelling, `name:port:protocol`, so it can be pasted back.
-    fn spec(&self) -> String {
+    pub fn spec(&self) -> String {
         format!("{}:{}:{}", self.name, self.port, self.protocol)
     }
 }
@@ -40,7 +40,8 @@ pub struct PolicyView {
 }
 
 impl PolicyView {
-    fn summary(&self) -> String {
+    /// One line: `timeout=… max-retries=… load-balancer=…`.
+    pub fn summary(&self) -> String {
         let timeout = self
             .request_timeout_ms
             .map_or_else(|| "none".to_owned(), |ms| format!("{ms}ms"));
@@ -78,7 +79,8 @@ pub struct ServiceView {
     pub endpoints: Vec<EndpointView>,
 }
 
-fn non_empty(text: &str) -> Option<String> {
+/// The text, or `None` when it is empty (proto3's "unset").
+pub fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 

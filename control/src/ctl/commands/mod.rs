@@ -3,5 +3,7 @@
 //! renderings are plain functions tested without a network.
 
 pub mod catalog;
+pub mod config;
 pub mod members;
+pub mod sessions;
 pub mod status;

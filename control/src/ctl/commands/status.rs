@@ -99,6 +99,51 @@ pub fn members_to_follow(first: &StatusResponse, asked: &[Target]) -> Vec<Follow
         .collect()
 }
 
+/// A replica that a cluster-wide command asks: one given on the command line, or one the
+/// cluster reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownReplica {
+    /// Its Raft node id, when a replica told it.
+    pub node_id: Option<u64>,
+    /// The address as shown to the operator.
+    pub address: String,
+    /// Where to dial it, or why its reported address cannot be dialled.
+    pub target: Result<Target, String>,
+}
+
+/// The replicas `sessions` and `config` ask, in order: every target given and, with a single
+/// one, the other members it reports (as `status` does). Costs one `Cluster/Status` call only
+/// in that single-address case.
+pub async fn known_replicas(client: &Client) -> Vec<KnownReplica> {
+    let given = client.targets();
+    let mut replicas: Vec<KnownReplica> = given
+        .iter()
+        .map(|target| KnownReplica {
+            node_id: None,
+            address: target.to_string(),
+            target: Ok(target.clone()),
+        })
+        .collect();
+    if let ([single], [first]) = (given, replicas.as_mut_slice()) {
+        // A replica that does not answer Status is still asked what was wanted, so that its
+        // failure shows in the result instead of vanishing.
+        if let Ok(status) = client.status_of(single).await {
+            first.node_id = Some(status.node_id);
+            replicas.extend(members_to_follow(&status, given).into_iter().map(|follow| {
+                KnownReplica {
+                    node_id: Some(follow.node_id),
+                    address: follow
+                        .target
+                        .as_ref()
+                        .map_or_else(|_| follow.reported.clone(), Target::to_string),
+                    target: follow.target,
+                }
+            }));
+        }
+    }
+    replicas
+}
+
 /// Asks every target at once; with a single target, then asks the other members it reports.
 pub async fn probe_all(client: &Client) -> Vec<Probe> {
     let asked = client.targets();
