@@ -4,7 +4,9 @@
 //! Sessions are found through an index (by namespace, and by service for named
 //! subscriptions), never by scanning every session per change. A change that leaves what
 //! sidecars use of a service unchanged (labels, owning pods) pushes nothing: the pusher keeps
-//! one fingerprint per service, shared by all sessions. Notifications go out with a cap on how
+//! one fingerprint per service, shared by all sessions, and marks such a change so that only
+//! a session that read the catalog since the last push (and may hold a state the pusher
+//! never compared) acts on it. Notifications go out with a cap on how
 //! many are in flight; each session computes its own update from the live catalog, so a
 //! notification carries no data and a slow session costs nothing here.
 
@@ -185,10 +187,16 @@ impl ConfigPusher {
 
     /// Works out which services changed for sidecars since the last push and notifies the
     /// sessions that subscribe to them.
+    ///
+    /// Fingerprints are compared only between pushes, but sessions read the live catalog
+    /// whenever they connect or send a pending update. So a service written since the last
+    /// push that looks unchanged (A → B → A, or created and deleted again) is still
+    /// announced, marked as such: a session that read it in between holds B and must be
+    /// corrected; the others drop the notice.
     fn push(&mut self, _ctx: &mut Context<Self>) {
         let since = self.pushed_version;
         let fingerprints = &mut self.fingerprints;
-        let (version, changed) = self.catalog.read(|catalog| {
+        let (version, changes) = self.catalog.read(|catalog| {
             let Some(changes) = catalog.changes_since(since) else {
                 fingerprints.clear();
                 for service in catalog.list(None) {
@@ -197,38 +205,50 @@ impl ConfigPusher {
                 return (catalog.version(), None);
             };
             let mut changed = Vec::new();
+            let mut unchanged = Vec::new();
             for service in changes.upserted {
                 let print = view::fingerprint(service);
                 if fingerprints.insert(service.key.clone(), print) != Some(print) {
                     changed.push(service.key.clone());
+                } else {
+                    unchanged.push(service.key.clone());
                 }
             }
             for key in changes.removed {
                 if fingerprints.remove(&key).is_some() {
                     changed.push(key);
+                } else {
+                    unchanged.push(key);
                 }
             }
-            (catalog.version(), Some(changed))
+            (catalog.version(), Some((changed, unchanged)))
         });
         self.pushed_version = version;
-        let (reason, targets): (PushReason, Vec<Recipient<PushUpdate>>) = match changed {
+        type Target = (Recipient<PushUpdate>, Option<LogIndex>);
+        let (reason, targets): (PushReason, Vec<Target>) = match changes {
             None => (
                 PushReason::Resync,
-                self.sessions.values().map(|s| s.push.clone()).collect(),
+                self.sessions
+                    .values()
+                    .map(|s| (s.push.clone(), None))
+                    .collect(),
             ),
-            Some(keys) => {
-                let mut ids = HashSet::new();
-                for key in &keys {
-                    if let Some(set) = self.by_namespace.get(&key.namespace) {
-                        ids.extend(set.iter().copied());
-                    }
-                    if let Some(set) = self.by_service.get(key) {
-                        ids.extend(set.iter().copied());
-                    }
-                }
-                let targets = ids
+            Some((changed, unchanged)) => {
+                let changed_ids = self.sessions_of(&changed);
+                let unchanged_ids: HashSet<SessionId> = self
+                    .sessions_of(&unchanged)
+                    .difference(&changed_ids)
+                    .copied()
+                    .collect();
+                let targets = changed_ids
                     .iter()
-                    .filter_map(|id| self.sessions.get(id).map(|s| s.push.clone()))
+                    .map(|id| (id, None))
+                    .chain(unchanged_ids.iter().map(|id| (id, Some(since))))
+                    .filter_map(|(id, unchanged_since)| {
+                        self.sessions
+                            .get(id)
+                            .map(|s| (s.push.clone(), unchanged_since))
+                    })
                     .collect();
                 (PushReason::CatalogChange, targets)
             }
@@ -247,12 +267,32 @@ impl ConfigPusher {
         let max_in_flight = self.max_in_flight;
         actix::spawn(async move {
             futures::stream::iter(targets)
-                .for_each_concurrent(max_in_flight, |session| async move {
+                .for_each_concurrent(max_in_flight, |(session, unchanged_since)| async move {
                     // A session that is gone has nothing to update.
-                    let _ = session.send(PushUpdate { version, reason }).await;
+                    let _ = session
+                        .send(PushUpdate {
+                            version,
+                            reason,
+                            unchanged_since,
+                        })
+                        .await;
                 })
                 .await;
         });
+    }
+
+    /// The sessions that subscribe to any of `keys`.
+    fn sessions_of(&self, keys: &[ServiceKey]) -> HashSet<SessionId> {
+        let mut ids = HashSet::new();
+        for key in keys {
+            if let Some(set) = self.by_namespace.get(&key.namespace) {
+                ids.extend(set.iter().copied());
+            }
+            if let Some(set) = self.by_service.get(key) {
+                ids.extend(set.iter().copied());
+            }
+        }
+        ids
     }
 
     fn unregister(&mut self, id: SessionId) -> Option<Registered> {

@@ -46,6 +46,10 @@ pub struct SessionLimits {
 pub struct PushUpdate {
     pub version: LogIndex,
     pub reason: PushReason,
+    /// `Some(since)` when every service of this session that was written after `since` (the
+    /// previous push) is, for sidecars, as it was at `since`: only a session that read the
+    /// catalog after `since`, and so may hold a state in between, needs an update.
+    pub unchanged_since: Option<LogIndex>,
 }
 
 /// The sidecar acknowledged a response.
@@ -359,6 +363,13 @@ impl Handler<PushUpdate> for SidecarSession {
             .map(|f| f.version)
             .or(self.acked_version);
         if sent.is_some_and(|v| v >= msg.version) && !self.pending {
+            return;
+        }
+        // What was sent was read at `sent`, no later than `since`: it already matches the
+        // catalog for every service written since.
+        if let Some(since) = msg.unchanged_since
+            && sent.is_some_and(|v| v <= since)
+        {
             return;
         }
         self.send_update(msg.reason, false, ctx);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netting_proto::discovery::v1 as pb;
+use netting_proto::discovery::v1::discovery_admin_client::DiscoveryAdminClient;
 use netting_proto::discovery::v1::discovery_client::DiscoveryClient;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,6 +33,30 @@ pub fn hello(
             cluster_id: cluster_id.into(),
         })),
     }
+}
+
+/// A hello that subscribes to whole namespaces and to services named `(namespace, name)`.
+pub fn hello_with(
+    pod: &str,
+    namespaces: &[&str],
+    services: &[(&str, &str)],
+    last_version: u64,
+    cluster_id: &str,
+) -> pb::DiscoveryRequest {
+    let mut request = hello(pod, namespaces, last_version, cluster_id);
+    if let Some(pb::discovery_request::Message::Hello(hello)) = &mut request.message {
+        hello.subscription = Some(pb::Subscription {
+            namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
+            services: services
+                .iter()
+                .map(|(namespace, name)| pb::ServiceRef {
+                    namespace: (*namespace).to_owned(),
+                    name: (*name).to_owned(),
+                })
+                .collect(),
+        });
+    }
+    request
 }
 
 pub fn ack(response: &pb::DiscoveryResponse) -> pb::DiscoveryRequest {
@@ -62,6 +87,19 @@ impl RawStream {
         })
     }
 
+    /// Opens a stream and sends nothing. The request sender is kept open (dropping it would end
+    /// the stream, which the replica answers differently), so the replica only hears silence.
+    /// The call returns when the replica answers, that is when it gives up waiting.
+    pub async fn open_silent(addr: &str) -> Result<RawStream, tonic::Status> {
+        let mut client = DiscoveryClient::new(super::channel(addr));
+        let (requests, rx) = mpsc::channel(16);
+        let responses = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(RawStream {
+            requests,
+            responses,
+        })
+    }
+
     /// The next response, or the status that ended the stream.
     pub async fn next(&mut self) -> Result<pb::DiscoveryResponse, tonic::Status> {
         match tokio::time::timeout(super::PATIENCE, self.responses.message()).await {
@@ -75,6 +113,42 @@ impl RawStream {
     pub async fn ack(&self, response: &pb::DiscoveryResponse) {
         self.requests.send(ack(response)).await.unwrap();
     }
+
+    /// The status that ends the stream; fails the test if a response comes first.
+    pub async fn ended(&mut self) -> tonic::Status {
+        match self.next().await {
+            Ok(response) => panic!("expected the stream to end, got a response: {response:?}"),
+            Err(status) => status,
+        }
+    }
+}
+
+/// Opens a stream that sends `first` and returns the status the replica ends it with; fails
+/// the test if a response comes first. The refusal may come before the response headers (the
+/// stream never opens) or after them: both are the same answer to the sidecar.
+pub async fn refused(addr: &str, first: pb::DiscoveryRequest) -> tonic::Status {
+    match RawStream::open(addr, first).await {
+        Err(status) => status,
+        Ok(mut stream) => stream.ended().await,
+    }
+}
+
+/// `DiscoveryAdmin.ListSessions` of the replica at `addr`.
+pub async fn list_sessions(addr: &str) -> pb::ListSessionsResponse {
+    let mut client = DiscoveryAdminClient::new(super::channel(addr));
+    client
+        .list_sessions(pb::ListSessionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The session of `pod` in a `ListSessions` answer.
+pub fn session_of<'a>(
+    list: &'a pb::ListSessionsResponse,
+    pod: &str,
+) -> Option<&'a pb::SessionInfo> {
+    list.sessions.iter().find(|s| s.pod == pod)
 }
 
 /// What a simulated sidecar saw.
@@ -87,6 +161,8 @@ pub struct Record {
     /// Responses whose version was lower than one applied before (must stay empty).
     pub regressions: Vec<(u64, u64)>,
     pub connects: usize,
+    /// The status code of each stream the replica ended with an error, in order.
+    pub endings: Vec<tonic::Code>,
 }
 
 /// A sidecar that keeps a stream to one of `replicas` open, ACKs everything, resumes with its
@@ -117,7 +193,15 @@ impl SimSidecar {
                     continue;
                 };
                 rec.lock().unwrap().connects += 1;
-                while let Ok(Some(response)) = stream.responses.message().await {
+                loop {
+                    let response = match stream.responses.message().await {
+                        Ok(Some(response)) => response,
+                        Ok(None) => break,
+                        Err(status) => {
+                            rec.lock().unwrap().endings.push(status.code());
+                            break;
+                        }
+                    };
                     {
                         let mut r = rec.lock().unwrap();
                         if response.cluster_id == cluster_id && response.version < current {
