@@ -543,3 +543,10 @@ impl TestCluster {
         leader
     }
 }
+
+impl Replica {
+    /// The process id while the replica runs, e.g. to read its memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
