@@ -24,6 +24,10 @@ use crate::discovery::view;
 
 pub type SessionId = u64;
 
+/// What a session hands to its stream. Boxed because the channel allocates its slots in
+/// blocks of 32 whatever its capacity: unboxed, each session would carry ~3.5 KiB of slots.
+pub type Outbound = Box<Result<pb::DiscoveryResponse, Status>>;
+
 /// Where the sidecar is, as far as this session knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Base {
@@ -107,7 +111,7 @@ pub struct SidecarSession {
     subscription: Arc<Subscription>,
     catalog: CatalogHandle,
     cluster_id: String,
-    outbound: mpsc::Sender<Result<pb::DiscoveryResponse, Status>>,
+    outbound: mpsc::Sender<Outbound>,
     base: Base,
     acked_version: Option<LogIndex>,
     in_flight: Option<InFlight>,
@@ -140,7 +144,7 @@ pub struct SessionStart {
     pub subscription: Subscription,
     pub catalog: CatalogHandle,
     pub cluster_id: String,
-    pub outbound: mpsc::Sender<Result<pb::DiscoveryResponse, Status>>,
+    pub outbound: mpsc::Sender<Outbound>,
     pub base: Base,
     pub pusher_open: Recipient<SessionOpened>,
     pub pusher_closed: Recipient<SessionClosed>,
@@ -233,7 +237,7 @@ impl SidecarSession {
             cluster_id: self.cluster_id.clone(),
             update: Some(update),
         };
-        match self.outbound.try_send(Ok(response)) {
+        match self.outbound.try_send(Box::new(Ok(response))) {
             Ok(()) => {
                 metrics::counter!("netting_config_updates_total", "kind" => kind, "reason" => reason.as_str())
                     .increment(1);
@@ -255,7 +259,7 @@ impl SidecarSession {
         }
         self.closing = true;
         if let Some(status) = status {
-            let _ = self.outbound.try_send(Err(status));
+            let _ = self.outbound.try_send(Box::new(Err(status)));
         }
         metrics::counter!("netting_sessions_closed_total", "reason" => reason).increment(1);
         tracing::debug!(session = self.id, pod = %self.identity.pod, reason, "session closed");

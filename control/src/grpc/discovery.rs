@@ -17,11 +17,28 @@ use tonic::{Request, Response, Status, Streaming};
 use super::routing::Replica;
 use crate::actors::config_pusher::{AppliedTimes, ConfigPusher, FindSession, ListSessions};
 use crate::actors::sidecar_session::{
-    Base, SessionInfo, SessionLimits, SessionStart, SidecarAck, SidecarNack, SidecarSession,
-    StreamEnded,
+    Base, Outbound, SessionInfo, SessionLimits, SessionStart, SidecarAck, SidecarNack,
+    SidecarSession, StreamEnded,
 };
 use crate::discovery::hello::Hello;
 use crate::discovery::view;
+
+/// A session's responses, unboxed for tonic.
+#[derive(Debug)]
+pub struct ResponseStream(ReceiverStream<Outbound>);
+
+impl tokio_stream::Stream for ResponseStream {
+    type Item = Result<pb::DiscoveryResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|item| item.map(|boxed| *boxed))
+    }
+}
 
 /// Trailer telling a sidecar to reconnect to another replica rather than retry this one.
 pub const TRY_ANOTHER_REPLICA: &str = "netting-try-another-replica";
@@ -120,7 +137,7 @@ fn try_another(message: String) -> Status {
 
 #[tonic::async_trait]
 impl Discovery for DiscoveryService {
-    type StreamStream = ReceiverStream<Result<pb::DiscoveryResponse, Status>>;
+    type StreamStream = ResponseStream;
 
     async fn stream(
         &self,
@@ -179,7 +196,9 @@ impl Discovery for DiscoveryService {
             }
         };
         tokio::spawn(read_inbound(inbound, session));
-        Ok(Response::new(ReceiverStream::new(responses)))
+        Ok(Response::new(ResponseStream(ReceiverStream::new(
+            responses,
+        ))))
     }
 }
 
