@@ -28,6 +28,8 @@
 // picked up by cargo as a bench target of its own.
 #[path = "cluster/etcd.rs"]
 mod etcd;
+#[path = "common/host.rs"]
+mod host;
 #[path = "cluster/load.rs"]
 mod load;
 #[path = "cluster/machine.rs"]
@@ -408,7 +410,11 @@ fn report(
     println!("== Results ==");
     println!(
         "machine: {} cores, {}, {} RAM, Linux {}, {}",
-        machine.cores, machine.cpu, machine.memory, machine.kernel, machine.date
+        machine.host.cores,
+        machine.host.cpu,
+        machine.host.memory,
+        machine.host.kernel,
+        machine.host.date
     );
     println!("data on: {}", machine.filesystem);
     println!(

@@ -37,6 +37,8 @@
 // picked up by cargo as a bench target of its own.
 #[path = "discovery/fleet.rs"]
 mod fleet;
+#[path = "common/host.rs"]
+mod host;
 #[path = "discovery/machine.rs"]
 mod machine;
 #[path = "../tests/support/mod.rs"]
@@ -779,8 +781,8 @@ fn print_results(settings: &Settings, machine: &Machine, results: &[RunResult]) 
     println!("\n## Results\n");
     println!(
         "3 replicas and the sidecars on one machine ({} cores, {}); catalog {} services x {} endpoints in one namespace, every sidecar subscribed to it; {} sidecar streams per HTTP/2 connection; writes through the leader, {} ms apart.\n",
-        machine.cores,
-        machine.cpu,
+        machine.host.cores,
+        machine.host.cpu,
         settings.services,
         settings.endpoints,
         settings.streams_per_connection,
@@ -933,7 +935,12 @@ fn main() {
     println!("# Config distribution benchmark\n");
     println!(
         "machine: {} cores ({}), {} memory, kernel {}, {} ; open files limit {}",
-        machine.cores, machine.cpu, machine.memory, machine.kernel, machine.date, machine.fd_limit
+        machine.host.cores,
+        machine.host.cpu,
+        machine.host.memory,
+        machine.host.kernel,
+        machine.host.date,
+        machine.fd_limit
     );
     println!("load average before: {}", machine::load_average());
     println!(

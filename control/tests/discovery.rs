@@ -893,3 +893,30 @@ async fn sidecar_that_saw_an_intermediate_state_converges() {
     }
     assert!(from >= back, "converged at {from}, below {back}");
 }
+
+/// Asking what a sidecar was sent, with a malformed namespace or no pod, is refused naming the
+/// field; a well-formed name that is not connected is NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_config_validates_its_request() {
+    use netting_proto::discovery::v1::discovery_admin_client::DiscoveryAdminClient;
+    let cluster = TestCluster::start(1, &[]).await;
+    let mut admin = DiscoveryAdminClient::new(channel(&cluster.replica(0).grpc));
+    let ask = |namespace: &str, pod: &str| pb::SidecarConfigRequest {
+        namespace: namespace.into(),
+        pod: pod.into(),
+    };
+    let bad_ns = admin
+        .sidecar_config(ask("Not_A_Label", "web-0"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_ns.code(), Code::InvalidArgument, "{bad_ns:?}");
+    assert!(bad_ns.message().contains("namespace"), "{bad_ns:?}");
+    let no_pod = admin.sidecar_config(ask("default", "")).await.unwrap_err();
+    assert_eq!(no_pod.code(), Code::InvalidArgument, "{no_pod:?}");
+    assert!(no_pod.message().contains("pod"), "{no_pod:?}");
+    let absent = admin
+        .sidecar_config(ask("default", "web-0"))
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), Code::NotFound, "{absent:?}");
+}

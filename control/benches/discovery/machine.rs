@@ -2,38 +2,16 @@
 
 use std::process::Command;
 
+use crate::host::Host;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
-    pub(crate) cores: usize,
-    pub(crate) cpu: String,
-    pub(crate) memory: String,
-    pub(crate) kernel: String,
-    pub(crate) date: String,
+    pub(crate) host: Host,
     pub(crate) fd_limit: String,
 }
 
 impl Machine {
     pub(crate) fn describe() -> Machine {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map_or("unknown", |(_, v)| v.trim())
-            .to_owned();
-        let memory = proc_field("/proc/meminfo", "MemTotal:").map_or_else(
-            || "unknown".into(),
-            |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0),
-        );
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
-        let date = Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into());
         let fd_limit = std::fs::read_to_string("/proc/self/limits")
             .ok()
             .and_then(|limits| {
@@ -44,11 +22,7 @@ impl Machine {
             })
             .unwrap_or_else(|| "unknown".into());
         Machine {
-            cores: std::thread::available_parallelism().map_or(0, usize::from),
-            cpu,
-            memory,
-            kernel,
-            date,
+            host: Host::describe(),
             fd_limit,
         }
     }

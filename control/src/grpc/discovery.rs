@@ -287,6 +287,11 @@ impl DiscoveryAdmin for DiscoveryService {
         request: Request<pb::SidecarConfigRequest>,
     ) -> Result<Response<pb::SidecarConfigResponse>, Status> {
         let req = request.into_inner();
+        netting_raft::catalog::validate::dns_label("namespace", &req.namespace)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if req.pod.is_empty() {
+            return Err(Status::invalid_argument("invalid pod: must not be empty"));
+        }
         let found = self
             .pusher
             .send(FindSession {
