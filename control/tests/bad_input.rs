@@ -404,8 +404,9 @@ async fn corrupt_data_dir_is_refused_and_untouched() {
 async fn conflicting_flags_stop_startup_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("node-0");
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
+    let ports = free_ports(2);
+    let grpc = format!("127.0.0.1:{}", ports[0]);
+    let admin = format!("127.0.0.1:{}", ports[1]);
     let peer = format!("0={grpc}");
     let statefulset = [
         "--statefulset",

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::load::{Ack, Cluster, Era, Writer};
-use crate::procs::{Proc, free_port, poll, tail};
+use crate::procs::{Proc, free_ports, poll, tail};
 use crate::web::{self, Http, post_json};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -121,7 +121,7 @@ impl Etcd {
     pub(crate) async fn start(bin: &Path, dir: &Path, timing: Timing, payload: usize) -> Etcd {
         std::fs::create_dir_all(dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
         let initial = ports
             .iter()
             .enumerate()

@@ -12,7 +12,7 @@ use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::load::{Ack, Cluster, Era, Writer};
-use crate::procs::{Proc, free_port, poll, tail};
+use crate::procs::{Proc, free_ports, poll, tail};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netting-control");
 
@@ -44,10 +44,11 @@ impl Netting {
     pub(crate) async fn start(dir: &Path, payload: usize, extra_args: &[String]) -> Netting {
         std::fs::create_dir_all(dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let ports = free_ports(6);
         let nodes: Vec<Node> = (0..3)
             .map(|i| Node {
-                grpc: format!("127.0.0.1:{}", free_port()),
-                admin: format!("127.0.0.1:{}", free_port()),
+                grpc: format!("127.0.0.1:{}", ports[2 * i]),
+                admin: format!("127.0.0.1:{}", ports[2 * i + 1]),
                 data_dir: dir.join(format!("netting-{i}")),
                 log: dir.join(format!("netting-{i}.log")),
                 proc: None,

@@ -56,13 +56,17 @@ impl Drop for Proc {
     }
 }
 
-/// A free loopback port chosen by the kernel. Another process could take it before the child
-/// binds it; on an otherwise idle machine that does not happen in practice.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind a loopback port")
+/// `n` distinct free loopback ports, all held bound until every one is chosen (ports picked
+/// one at a time can come back twice). Another process could take one before the child binds
+/// it; on an otherwise idle machine that does not happen in practice.
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, for at most `patience`.

@@ -20,6 +20,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_netting-control");
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A free loopback port, chosen by the kernel.
+/// `n` distinct free loopback ports. All are held bound until every one is chosen: ports
+/// picked one at a time can come back twice, and two replicas would then fight over one.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -161,11 +173,13 @@ impl TestCluster {
 
     pub fn new(size: u64, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<(String, String)> = (0..size)
-            .map(|_| {
+        let ports = free_ports(2 * size as usize);
+        let addrs: Vec<(String, String)> = ports
+            .chunks(2)
+            .map(|pair| {
                 (
-                    format!("127.0.0.1:{}", free_port()),
-                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", pair[0]),
+                    format!("127.0.0.1:{}", pair[1]),
                 )
             })
             .collect();
@@ -223,8 +237,22 @@ impl TestCluster {
     /// StatefulSet scaled up would.
     pub fn add_replica(&mut self) -> u64 {
         let id = self.replicas.len() as u64;
-        let grpc = format!("127.0.0.1:{}", free_port());
-        let admin = format!("127.0.0.1:{}", free_port());
+        // Not a port of a replica that is down for now and will come back on it.
+        let taken: Vec<String> = self
+            .replicas
+            .iter()
+            .flat_map(|r| [r.grpc.clone(), r.admin.clone()])
+            .collect();
+        let (grpc, admin) = loop {
+            let ports = free_ports(2);
+            let pair = (
+                format!("127.0.0.1:{}", ports[0]),
+                format!("127.0.0.1:{}", ports[1]),
+            );
+            if !taken.contains(&pair.0) && !taken.contains(&pair.1) {
+                break pair;
+            }
+        };
         let mut peers: Vec<String> = self
             .replicas
             .iter()
