@@ -124,6 +124,7 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
     let (discovery, sessions) = start_discovery(&config, replica.clone(), &catalog);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let discovery = discovery.with_shutdown(stop_rx.clone());
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };

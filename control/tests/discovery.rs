@@ -920,3 +920,51 @@ async fn sidecar_config_validates_its_request() {
         .unwrap_err();
     assert_eq!(absent.code(), Code::NotFound, "{absent:?}");
 }
+
+/// A replica that is asked to stop ends its sidecars' streams at once, sending them to another
+/// replica: a long-lived stream must not hold the shutdown (and a leader's successor) back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_replica_sends_its_sidecars_elsewhere() {
+    let cluster = TestCluster::start(1, &[]).await;
+    cluster.wait_settled().await;
+    let replica = cluster.replica(0);
+    register_retrying(replica, register_in("default", "web", 1)).await;
+    let mut stream = RawStream::open(&replica.grpc, hello("web-0", &["default"], 0, ""))
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap();
+    stream.ack(&first).await;
+
+    let pid = replica.pid().unwrap();
+    sigterm(pid);
+    let status = stream.ended().await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get(TRY_ANOTHER)
+            .and_then(|v| v.to_str().ok()),
+        Some("true"),
+        "{status:?}"
+    );
+    // The sidecar keeps its side of the stream open; the replica still drains and exits
+    // without waiting out its drain bound.
+    let exited = wait_until(PATIENCE, || async {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next());
+        matches!(state, None | Some("Z")).then_some(())
+    })
+    .await;
+    assert!(
+        exited.is_some(),
+        "the replica did not exit\n{}",
+        cluster.logs()
+    );
+    let log = std::fs::read_to_string(&replica.log).unwrap();
+    assert!(!log.contains("did not drain"), "{log}");
+    drop(stream);
+}

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::{Actor, Addr, ArbiterHandle};
+use futures::future::BoxFuture;
 use netting_proto::discovery::v1 as pb;
 use netting_proto::discovery::v1::discovery_admin_server::DiscoveryAdmin;
 use netting_proto::discovery::v1::discovery_server::Discovery;
 use netting_raft::catalog::LogIndex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -23,9 +24,21 @@ use crate::actors::sidecar_session::{
 use crate::discovery::hello::Hello;
 use crate::discovery::view;
 
-/// A session's responses, unboxed for tonic.
-#[derive(Debug)]
-pub struct ResponseStream(ReceiverStream<Outbound>);
+/// A session's responses, unboxed for tonic. When the replica starts shutting down the stream
+/// ends at once with a status that sends the sidecar to another replica: a long-lived stream
+/// must not hold the shutdown (and, on a leader, the election of the next one) back.
+pub struct ResponseStream {
+    responses: ReceiverStream<Outbound>,
+    stopping: Option<BoxFuture<'static, ()>>,
+}
+
+impl std::fmt::Debug for ResponseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("stopped", &self.stopping.is_none())
+            .finish()
+    }
+}
 
 impl tokio_stream::Stream for ResponseStream {
     type Item = Result<pb::DiscoveryResponse, Status>;
@@ -34,7 +47,16 @@ impl tokio_stream::Stream for ResponseStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        std::pin::Pin::new(&mut self.0)
+        let Some(stopping) = self.stopping.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        if stopping.as_mut().poll(cx).is_ready() {
+            self.stopping = None;
+            return std::task::Poll::Ready(Some(Err(try_another(
+                "the replica is shutting down".to_owned(),
+            ))));
+        }
+        std::pin::Pin::new(&mut self.responses)
             .poll_next(cx)
             .map(|item| item.map(|boxed| *boxed))
     }
@@ -63,6 +85,7 @@ pub struct DiscoveryService {
     next_session: Arc<AtomicU64>,
     limits: DiscoveryLimits,
     applied_times: AppliedTimes,
+    stopping: watch::Receiver<bool>,
 }
 
 impl DiscoveryService {
@@ -83,7 +106,16 @@ impl DiscoveryService {
             next_session: Arc::new(AtomicU64::new(1)),
             limits,
             applied_times,
+            // No sender: streams end only by `with_shutdown`'s signal.
+            stopping: watch::channel(false).1,
         }
+    }
+
+    /// Ends every open stream (telling its sidecar to try another replica) once `stopping`
+    /// turns true.
+    pub fn with_shutdown(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = stopping;
+        self
     }
 
     /// Waits, within the bound, until this replica has applied `version`. A replica that
@@ -195,10 +227,17 @@ impl Discovery for DiscoveryService {
                 SidecarSession::start_in_arbiter(arbiter, move |_| SidecarSession::new(start))
             }
         };
-        tokio::spawn(read_inbound(inbound, session));
-        Ok(Response::new(ResponseStream(ReceiverStream::new(
-            responses,
-        ))))
+        tokio::spawn(read_inbound(inbound, session, self.stopping.clone()));
+        let mut stopping = self.stopping.clone();
+        Ok(Response::new(ResponseStream {
+            responses: ReceiverStream::new(responses),
+            stopping: Some(Box::pin(async move {
+                // Without a sender (no shutdown signal given) the stream never stops this way.
+                if stopping.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })),
+        }))
     }
 }
 
@@ -213,10 +252,22 @@ fn inbound_error(status: &Status) -> Option<Status> {
 }
 
 /// Forwards ACKs and NACKs to the session until the sidecar closes its side or breaks the
-/// protocol.
-async fn read_inbound(mut inbound: Streaming<pb::DiscoveryRequest>, session: Addr<SidecarSession>) {
+/// protocol, or the replica stops: dropping the inbound half then resets the stream, so a
+/// sidecar slow to close its side cannot hold the server's shutdown.
+async fn read_inbound(
+    mut inbound: Streaming<pb::DiscoveryRequest>,
+    session: Addr<SidecarSession>,
+    mut stopping: watch::Receiver<bool>,
+) {
     loop {
-        let violation = match inbound.message().await {
+        let message = tokio::select! {
+            message = inbound.message() => message,
+            Ok(_) = stopping.wait_for(|stop| *stop) => {
+                session.do_send(StreamEnded { violation: None });
+                return;
+            }
+        };
+        let violation = match message {
             Ok(Some(request)) => match request.message {
                 Some(pb::discovery_request::Message::Ack(ack)) => {
                     let ack = SidecarAck {
