@@ -13,6 +13,11 @@ say() { printf '==> %s\n' "$*" >&2; }
 need_debian_packages() {
   local missing=()
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # The chaos lab and the sidecar's namespace tests: namespaces, veths, iptables (nft and
+  # legacy back ends), and pgrep to check nothing is left running.
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v iptables-legacy >/dev/null 2>&1 || missing+=(iptables)
+  command -v pgrep >/dev/null 2>&1 || missing+=(procps)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing Debian packages: ${missing[*]}"

@@ -1,0 +1,3 @@
+//! Invariant checks over a recorded history.
+pub mod invariants;
+pub mod linearizability;
