@@ -6,8 +6,12 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 
 /// Which way traffic flows through the proxy.
@@ -92,27 +96,73 @@ pub fn status_class(status: Option<http::StatusCode>) -> &'static str {
     }
 }
 
-/// One HTTP request done: counted and timed.
+/// One HTTP request done: counted and timed. The counter and histogram handles of each
+/// (direction, service, status class) are kept, so the hot path neither allocates label
+/// strings nor looks the series up in the registry.
 pub fn request_finished(
     direction: Direction,
     service: &str,
     status: Option<http::StatusCode>,
     latency: Duration,
 ) {
-    counter!(
-        "netting_proxy_requests_total",
-        "direction" => direction.as_str(),
-        "service" => service.to_owned(),
-        "status_class" => status_class(status)
-    )
-    .increment(1);
-    histogram!(
-        "netting_proxy_request_duration_seconds",
-        "direction" => direction.as_str(),
-        "service" => service.to_owned()
-    )
-    .record(latency.as_secs_f64());
+    let class = status_class(status);
+    let (counter, histogram) = {
+        let mut cache = REQUEST_SERIES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let per_direction = &mut cache[direction as usize];
+        if !per_direction.contains_key(service) {
+            per_direction.insert(service.to_owned(), ServiceSeries::new(direction, service));
+        }
+        match per_direction.get_mut(service) {
+            Some(series) => (
+                series.counter(direction, service, class),
+                series.duration.clone(),
+            ),
+            None => return,
+        }
+    };
+    counter.increment(1);
+    histogram.record(latency.as_secs_f64());
 }
+
+/// Cached series of one service in one direction.
+struct ServiceSeries {
+    duration: Histogram,
+    /// Requests by status class, created on first use.
+    by_class: Vec<(&'static str, Counter)>,
+}
+
+impl ServiceSeries {
+    fn new(direction: Direction, service: &str) -> ServiceSeries {
+        ServiceSeries {
+            duration: histogram!(
+                "netting_proxy_request_duration_seconds",
+                "direction" => direction.as_str(),
+                "service" => service.to_owned()
+            ),
+            by_class: Vec::with_capacity(2),
+        }
+    }
+
+    fn counter(&mut self, direction: Direction, service: &str, class: &'static str) -> Counter {
+        if let Some((_, counter)) = self.by_class.iter().find(|(c, _)| *c == class) {
+            return counter.clone();
+        }
+        let counter = counter!(
+            "netting_proxy_requests_total",
+            "direction" => direction.as_str(),
+            "service" => service.to_owned(),
+            "status_class" => class
+        );
+        self.by_class.push((class, counter.clone()));
+        counter
+    }
+}
+
+/// Bounded like the label itself: one entry per catalog service seen, per direction.
+static REQUEST_SERIES: OnceLock<Mutex<[HashMap<String, ServiceSeries>; 2]>> = OnceLock::new();
 
 /// Counts a connection and keeps it in the open-connections gauge until dropped.
 pub fn connection_opened(direction: Direction, protocol: &'static str) -> ConnectionGuard {

@@ -68,7 +68,16 @@ pub fn no_lost_writes(ledger: &[LedgerWrite], replicas: &[(usize, CatalogDump)])
         if write.register {
             slot.0 = Some(write);
         } else {
-            slot.1 = Some(write);
+            // Removals may be tried more than once: one that succeeded decides, else one that
+            // may have happened, else they all certainly failed.
+            let rank = |w: &LedgerWrite| match w.outcome {
+                Outcome::Ok => 2,
+                Outcome::Unknown => 1,
+                Outcome::Failed => 0,
+            };
+            if slot.1.is_none_or(|kept| rank(write) > rank(kept)) {
+                slot.1 = Some(write);
+            }
         }
     }
     let present: Vec<(usize, BTreeSet<String>)> = replicas
@@ -441,6 +450,12 @@ mod tests {
             ledger(6, "ns/s/10.0.0.4:1", true, Outcome::Failed),
         ];
         // Unknown ones either way; the removed entry and the failed one absent.
+        let mut writes = writes;
+        // A retried removal: an unknown try, then failed ones. The unknown one may have
+        // happened, so the acknowledged registration of entry 5 need not be there.
+        writes.push(ledger(8, "ns/s/10.0.0.5:1", true, Outcome::Ok));
+        writes.push(ledger(9, "ns/s/10.0.0.5:1", false, Outcome::Unknown));
+        writes.push(ledger(10, "ns/s/10.0.0.5:1", false, Outcome::Failed));
         let ok = dump(&["ns/s/10.0.0.2:1"]);
         let also_ok = dump(&["ns/s/10.0.0.3:1"]);
         assert!(no_lost_writes(&writes, &[(0, ok), (1, also_ok)]).passed);

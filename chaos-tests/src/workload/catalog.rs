@@ -361,6 +361,9 @@ pub async fn ledger_writer(mut worker: Worker, settings: WorkerSettings) {
     }
 }
 
+/// Tries to remove a probe before leaving it in the catalog (each try is recorded).
+const PROBE_REMOVAL_ATTEMPTS: usize = 10;
+
 /// How often probes start and how many may wait at once.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
@@ -404,10 +407,20 @@ pub async fn probe_writer(mut worker: Worker, settings: ProbeSettings) {
         probes.spawn(async move {
             let registered =
                 ledger_write(&worker, REGISTER_NAMESPACE, &key, true, replicas.0).await;
-            // Also after an unknown outcome: a probe that may have landed is removed too, so
+            // Also after an unknown outcome: a probe that may have landed is removed too, and
+            // a removal that did not certainly happen is tried again on another replica, so
             // the namespace sidecars follow stays small however many faults a run injects.
             if registered != Outcome::Failed {
-                ledger_write(&worker, REGISTER_NAMESPACE, &key, false, replicas.1).await;
+                let mut replica = replicas.1;
+                for _ in 0..PROBE_REMOVAL_ATTEMPTS {
+                    let removed =
+                        ledger_write(&worker, REGISTER_NAMESPACE, &key, false, replica).await;
+                    if removed == Outcome::Ok {
+                        break;
+                    }
+                    replica = (replica + 1) % worker.connections.len();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
             drop(slot);
         });
