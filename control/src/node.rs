@@ -49,7 +49,7 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         node_id: config.node_id,
         cluster_name: config.cluster_name.clone(),
     };
-    let (log_store, state_machine) =
+    let (mut log_store, state_machine) =
         storage::open(&config.data_dir, &identity).with_context(|| {
             format!(
                 "cannot open the data directory {}",
@@ -91,6 +91,17 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         ClusterIdentity::following_catalog(config.cluster_name.clone(), catalog.clone())
             .context("--cluster-name")?;
     let network = NetworkFactory::new(channels.clone(), cluster_identity.clone());
+    // The last entry on disk: reads wait for it before trusting the commit index (see
+    // `Replica::ensure_linearizable`).
+    let startup_log_index = {
+        use openraft::storage::RaftLogStorage;
+        log_store
+            .get_log_state()
+            .await
+            .context("cannot read the Raft log")?
+            .last_log_id
+            .map_or(0, |id| id.index)
+    };
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
@@ -119,6 +130,7 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         channels: channels.clone(),
         leader_wait: config.write_timeout,
         max_request_bytes: config.max_request_bytes,
+        startup_log_index,
     };
 
     let (discovery, sessions) = start_discovery(&config, replica.clone(), &catalog);

@@ -110,10 +110,8 @@ impl CatalogService {
 
     async fn confirm_leadership(&self) -> Result<(), Status> {
         self.replica
-            .raft
             .ensure_linearizable()
             .await
-            .map(|_| ())
             .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))
     }
 
