@@ -134,6 +134,12 @@ pub struct RunArgs {
     /// Pushes: how many session notifications may be in flight at once.
     #[arg(long, env = "NETTING_PUSH_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub push_max_in_flight: usize,
+
+    /// Pushes: how long a change to fields no sidecar uses (labels, owning pods) waits before
+    /// the sidecars it touches are told its version, so every sidecar's version still reaches
+    /// the catalog's.
+    #[arg(long, env = "NETTING_PUSH_VERSION_ONLY_DELAY", default_value = "1s", value_parser = parse_duration)]
+    pub push_version_only_delay: Duration,
 }
 
 /// Sidecar discovery settings.
@@ -147,6 +153,7 @@ pub struct DiscoverySettings {
     pub push_quiet: Duration,
     pub push_max_delay: Duration,
     pub push_max_in_flight: usize,
+    pub push_version_only_delay: Duration,
 }
 
 /// Where a replica finds its peers.
@@ -254,6 +261,7 @@ impl TryFrom<RunArgs> for ReplicaConfig {
             push_quiet: args.push_quiet,
             push_max_delay: args.push_max_delay,
             push_max_in_flight: args.push_max_in_flight,
+            push_version_only_delay: args.push_version_only_delay,
         };
         validate_discovery(&sidecars)?;
         if args.grpc_listen == args.admin_listen && args.grpc_listen.port() != 0 {
@@ -330,12 +338,13 @@ fn validate_timing(raft: &RaftTiming) -> Result<(), ConfigError> {
 }
 
 fn validate_discovery(d: &DiscoverySettings) -> Result<(), ConfigError> {
-    let positive: [(&'static str, Duration); 5] = [
+    let positive: [(&'static str, Duration); 6] = [
         ("--sidecar-hello-timeout", d.hello_timeout),
         ("--sidecar-ack-timeout", d.ack_timeout),
         ("--sidecar-max-age", d.max_age),
         ("--push-quiet", d.push_quiet),
         ("--push-max-delay", d.push_max_delay),
+        ("--push-version-only-delay", d.push_version_only_delay),
     ];
     for (flag, value) in positive {
         if value.is_zero() {

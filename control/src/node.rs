@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::actors::catalog_file_watcher::{CatalogFileWatcher, LeadershipChanged};
 use crate::actors::catalog_writer::{CatalogWriter, Propose};
-use crate::actors::config_pusher::{AppliedTimes, ConfigPusher, ListSessions};
+use crate::actors::config_pusher::{AppliedTimes, ConfigPusher, ListSessions, PushSettings};
 use crate::actors::sidecar_session::SessionLimits;
 use crate::admin;
 use crate::bootstrap;
@@ -251,9 +251,12 @@ fn start_discovery(
     let applied_times = AppliedTimes::default();
     let pusher = ConfigPusher::new(
         catalog.clone(),
-        settings.push_quiet,
-        settings.push_max_delay,
-        settings.push_max_in_flight,
+        PushSettings {
+            quiet: settings.push_quiet,
+            max_delay: settings.push_max_delay,
+            max_in_flight: settings.push_max_in_flight,
+            version_only_delay: settings.push_version_only_delay,
+        },
         applied_times.clone(),
     )
     .start();

@@ -253,10 +253,11 @@ async fn only_subscribed_services_are_pushed() {
 }
 
 /// A change to a field no sidecar uses (service labels) moves the catalog version but pushes
-/// nothing; the next real change comes as a delta from the version acknowledged before it.
+/// nothing at once; the next real change comes as a delta from the version acknowledged before
+/// it. (The version-only notice is put off for an hour here, so it cannot arrive first.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_only_change_is_not_pushed() {
-    let cluster = TestCluster::start(1, &[]).await;
+    let cluster = TestCluster::start(1, &["--push-version-only-delay", "60m"]).await;
     cluster.wait_settled().await;
     let replica = cluster.replica(0);
     // A sidecar connected before any write learns of writes only through pushes: once it
@@ -304,6 +305,49 @@ async fn label_only_change_is_not_pushed() {
     assert!(
         names(&delta.upserted).contains(&"default/api".to_owned()),
         "{second:?}"
+    );
+}
+
+/// A change no sidecar uses (a new owning pod at the same address) is not pushed at once, but
+/// still brings every sidecar it touched to its version after the version-only delay: the
+/// convergence the design promises, without a push per such change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_change_still_brings_sidecars_to_its_version() {
+    let cluster = TestCluster::start(1, &["--push-version-only-delay", "50ms"]).await;
+    cluster.wait_settled().await;
+    let replica = cluster.replica(0);
+    register_retrying(replica, register_in("default", "web", 1)).await;
+
+    let mut stream = RawStream::open(&replica.grpc, hello("web-0", &["default"], 0, ""))
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap();
+    snapshot_of(&first);
+    stream.ack(&first).await;
+
+    let mut moved = register_in("default", "web", 1);
+    if let Some(endpoint) = moved.endpoint.as_mut() {
+        endpoint.pod = "web-moved".to_owned();
+    }
+    let moved_at = register_retrying(replica, moved).await;
+    assert!(moved_at > first.version, "the move is a catalog write");
+
+    let second = stream.next().await.unwrap();
+    assert_eq!(second.version, moved_at, "{second:?}");
+    let delta = delta_of(&second);
+    assert_eq!(delta.from_version, first.version, "{second:?}");
+    assert_eq!(names(&delta.upserted), ["default/web"], "{second:?}");
+    assert!(delta.removed.is_empty(), "{second:?}");
+    stream.ack(&second).await;
+    let metrics = replica.metrics().await;
+    assert_eq!(
+        labelled_metric(
+            &metrics,
+            "netting_config_pushes_total",
+            "reason=\"version_only\""
+        ),
+        1.0,
+        "{metrics}"
     );
 }
 

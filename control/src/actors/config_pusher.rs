@@ -9,6 +9,12 @@
 //! never compared) acts on it. Notifications go out with a cap on how
 //! many are in flight; each session computes its own update from the live catalog, so a
 //! notification carries no data and a slow session costs nothing here.
+//!
+//! Skipping such a change still leaves the sidecars it touched a version behind the catalog,
+//! and the design promises that every sidecar reaches the final version. So the sessions it
+//! touched are remembered and, unless a real update reaches them first, told the new version
+//! (an update that changes nothing) after a longer delay: label churn costs at most one small
+//! message per session per delay, never one per change.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,6 +42,8 @@ pub enum PushReason {
     Pending,
     /// The first update of a new stream.
     Connect,
+    /// Only the version moved for this session: its view did not change since its last update.
+    VersionOnly,
 }
 
 impl PushReason {
@@ -45,6 +53,7 @@ impl PushReason {
             PushReason::Resync => "resync",
             PushReason::Pending => "pending",
             PushReason::Connect => "connect",
+            PushReason::VersionOnly => "version_only",
         }
     }
 }
@@ -122,10 +131,27 @@ impl AppliedTimes {
     }
 }
 
+/// How the pusher paces its notifications.
+#[derive(Debug, Clone, Copy)]
+pub struct PushSettings {
+    /// The quiet period that ends a burst.
+    pub quiet: Duration,
+    /// The longest a change waits while the catalog keeps changing.
+    pub max_delay: Duration,
+    /// Notifications in flight at once.
+    pub max_in_flight: usize,
+    /// How long a session whose view did not change waits to be told the new version.
+    pub version_only_delay: Duration,
+}
+
 pub struct ConfigPusher {
     catalog: CatalogHandle,
     debouncer: Debouncer,
     timer: Option<SpawnHandle>,
+    /// Sessions a skipped change touched, still to be told its version.
+    version_behind: HashSet<SessionId>,
+    version_only_delay: Duration,
+    version_only_timer: Option<SpawnHandle>,
     sessions: HashMap<SessionId, Registered>,
     by_namespace: HashMap<String, HashSet<SessionId>>,
     by_service: HashMap<ServiceKey, HashSet<SessionId>>,
@@ -148,22 +174,23 @@ impl std::fmt::Debug for ConfigPusher {
 impl ConfigPusher {
     pub fn new(
         catalog: CatalogHandle,
-        quiet: Duration,
-        max_delay: Duration,
-        max_in_flight: usize,
+        settings: PushSettings,
         applied_times: AppliedTimes,
     ) -> Self {
         Self {
             catalog,
-            debouncer: Debouncer::new(quiet, max_delay),
+            debouncer: Debouncer::new(settings.quiet, settings.max_delay),
             timer: None,
+            version_behind: HashSet::new(),
+            version_only_delay: settings.version_only_delay,
+            version_only_timer: None,
             sessions: HashMap::new(),
             by_namespace: HashMap::new(),
             by_service: HashMap::new(),
             fingerprints: HashMap::new(),
             pushed_version: 0,
             seen_version: 0,
-            max_in_flight: max_in_flight.max(1),
+            max_in_flight: settings.max_in_flight.max(1),
             applied_times,
         }
     }
@@ -193,7 +220,7 @@ impl ConfigPusher {
     /// push that looks unchanged (A → B → A, or created and deleted again) is still
     /// announced, marked as such: a session that read it in between holds B and must be
     /// corrected; the others drop the notice.
-    fn push(&mut self, _ctx: &mut Context<Self>) {
+    fn push(&mut self, ctx: &mut Context<Self>) {
         let since = self.pushed_version;
         let fingerprints = &mut self.fingerprints;
         let (version, changes) = self.catalog.read(|catalog| {
@@ -226,13 +253,16 @@ impl ConfigPusher {
         self.pushed_version = version;
         type Target = (Recipient<PushUpdate>, Option<LogIndex>);
         let (reason, targets): (PushReason, Vec<Target>) = match changes {
-            None => (
-                PushReason::Resync,
-                self.sessions
-                    .values()
-                    .map(|s| (s.push.clone(), None))
-                    .collect(),
-            ),
+            None => {
+                self.version_behind.clear();
+                (
+                    PushReason::Resync,
+                    self.sessions
+                        .values()
+                        .map(|s| (s.push.clone(), None))
+                        .collect(),
+                )
+            }
             Some((changed, unchanged)) => {
                 let changed_ids = self.sessions_of(&changed);
                 let unchanged_ids: HashSet<SessionId> = self
@@ -240,6 +270,10 @@ impl ConfigPusher {
                     .difference(&changed_ids)
                     .copied()
                     .collect();
+                // A real update carries the latest version; the others wait for theirs.
+                self.version_behind.retain(|id| !changed_ids.contains(id));
+                self.version_behind.extend(unchanged_ids.iter().copied());
+                self.arm_version_only_timer(ctx);
                 let targets = changed_ids
                     .iter()
                     .map(|id| (id, None))
@@ -253,6 +287,37 @@ impl ConfigPusher {
                 (PushReason::CatalogChange, targets)
             }
         };
+        self.notify(version, reason, targets);
+    }
+
+    fn arm_version_only_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.version_behind.is_empty() || self.version_only_timer.is_some() {
+            return;
+        }
+        self.version_only_timer = Some(ctx.run_later(self.version_only_delay, |act, _| {
+            act.version_only_timer = None;
+            act.push_versions_only();
+        }));
+    }
+
+    /// Tells the sessions that only skipped changes touched the version they are behind; a
+    /// session already at it (a real update got there first) ignores the notice.
+    fn push_versions_only(&mut self) {
+        let targets = self
+            .version_behind
+            .drain()
+            .filter_map(|id| self.sessions.get(&id))
+            .map(|s| (s.push.clone(), None))
+            .collect();
+        self.notify(self.pushed_version, PushReason::VersionOnly, targets);
+    }
+
+    fn notify(
+        &self,
+        version: LogIndex,
+        reason: PushReason,
+        targets: Vec<(Recipient<PushUpdate>, Option<LogIndex>)>,
+    ) {
         if targets.is_empty() {
             return;
         }
@@ -296,6 +361,7 @@ impl ConfigPusher {
     }
 
     fn unregister(&mut self, id: SessionId) -> Option<Registered> {
+        self.version_behind.remove(&id);
         let session = self.sessions.remove(&id)?;
         for ns in &session.subscription.namespaces {
             remove_from(&mut self.by_namespace, ns, id);

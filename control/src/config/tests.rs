@@ -150,6 +150,17 @@ fn bad_flags_are_named() {
             ],
             "--heartbeat-interval",
         ),
+        (
+            &[
+                "--node-id",
+                "0",
+                "--grpc-listen",
+                "127.0.0.1:1",
+                "--push-version-only-delay",
+                "0ms",
+            ],
+            "--push-version-only-delay",
+        ),
     ];
     for (args, flag) in cases {
         let err = parse(args).expect_err(&format!("{args:?} must be refused"));
