@@ -79,12 +79,18 @@ pub struct RunArgs {
     pub heartbeat_interval: Duration,
 
     /// Lower bound of the randomised Raft election timeout.
-    #[arg(long, env = "NETTING_ELECTION_TIMEOUT_MIN", default_value = "150ms", value_parser = parse_duration)]
+    #[arg(long, env = "NETTING_ELECTION_TIMEOUT_MIN", default_value = "100ms", value_parser = parse_duration)]
     pub election_timeout_min: Duration,
 
-    /// Upper bound of the randomised Raft election timeout.
-    #[arg(long, env = "NETTING_ELECTION_TIMEOUT_MAX", default_value = "300ms", value_parser = parse_duration)]
+    /// Upper bound of the randomised Raft election timeout; also the leader's lease, during
+    /// which followers that heard from it refuse to vote.
+    #[arg(long, env = "NETTING_ELECTION_TIMEOUT_MAX", default_value = "200ms", value_parser = parse_duration)]
     pub election_timeout_max: Duration,
+
+    /// Stand for election as soon as a leader whose connection closed (killed or stopped) has
+    /// been silent for its lease, rather than after the lease and a random election timeout.
+    #[arg(long, env = "NETTING_FAST_FAILOVER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fast_failover: bool,
 
     /// Build a snapshot (and purge the log before it) every this many entries.
     #[arg(long, env = "NETTING_SNAPSHOT_EVERY", default_value_t = 10_000)]
@@ -172,6 +178,7 @@ pub struct RaftTiming {
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     pub snapshot_every: u64,
+    pub fast_failover: bool,
 }
 
 /// A replica's validated configuration.
@@ -238,6 +245,7 @@ impl TryFrom<RunArgs> for ReplicaConfig {
             election_timeout_min: args.election_timeout_min,
             election_timeout_max: args.election_timeout_max,
             snapshot_every: args.snapshot_every,
+            fast_failover: args.fast_failover,
         };
         validate_timing(&raft)?;
         if args.cluster_name.is_empty() {

@@ -10,6 +10,7 @@ use netting_proto::catalog::v1::cluster_server::ClusterServer;
 use netting_proto::discovery::v1::discovery_admin_server::DiscoveryAdminServer;
 use netting_proto::discovery::v1::discovery_server::DiscoveryServer;
 use netting_raft::catalog::CatalogCommand;
+use netting_raft::failover::{FastFailover, LeaderContact};
 use netting_raft::network::{
     ChannelConfig, ClusterIdentity, NetworkFactory, PeerChannels, RaftGrpc,
 };
@@ -141,7 +142,10 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let mut raft_service = RaftGrpc::new(raft.clone(), cluster_identity);
+    let leader_contact = LeaderContact::default();
+    let mut raft_service = RaftGrpc::new(raft.clone(), cluster_identity.clone())
+        .with_leader_contact(leader_contact.clone())
+        .with_stopping(stop_rx.clone());
     if !has_local_state {
         raft_service =
             raft_service.withhold_votes_until_contacted(config.raft.election_timeout_max * 3);
@@ -192,6 +196,19 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
     let file_watcher = config.catalog_file.clone().map(|path| {
         CatalogFileWatcher::new(path, catalog.clone(), writer.clone().recipient()).start()
     });
+    if config.raft.fast_failover {
+        let failover = FastFailover {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            channels: channels.clone(),
+            identity: cluster_identity,
+            contact: leader_contact,
+            lease: config.raft.election_timeout_max,
+            // A vote request reaches the next follower well within a heartbeat interval.
+            turn_gap: config.raft.heartbeat_interval,
+        };
+        tokio::spawn(failover.run(stop_rx.clone()));
+    }
     tokio::spawn(watch_leadership(
         raft.clone(),
         catalog.clone(),

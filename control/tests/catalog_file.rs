@@ -165,17 +165,6 @@ async fn wait_error_counted(cluster: &TestCluster, replica: &Replica, before: f6
     })
 }
 
-/// Waits until every running replica agrees on a leader other than `old`.
-async fn wait_new_leader(cluster: &TestCluster, old: u64) -> u64 {
-    let found = wait_until(PATIENCE, || async {
-        let leaders = cluster.leaders().await;
-        let first = leaders.first().copied().flatten()?;
-        (first != old && leaders.iter().all(|l| *l == Some(first))).then_some(first)
-    })
-    .await;
-    found.unwrap_or_else(|| panic!("no new leader after {old}\n{}", cluster.logs()))
-}
-
 fn catalog_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalog.yaml");
@@ -236,7 +225,7 @@ async fn catalog_follows_the_file_and_survives_garbage_and_failover() {
         counted_before.insert(r.id, errors_counted(r).await);
     }
     cluster.replica_mut(leader).kill();
-    let new_leader = wait_new_leader(&cluster, leader).await;
+    let new_leader = cluster.wait_for_new_leader(leader).await;
     wait_error_counted(
         &cluster,
         cluster.replica(new_leader),

@@ -94,6 +94,88 @@ async fn leader_kill_loses_no_acknowledged_write() {
     }
 }
 
+/// Raft timing for the fast-failover tests: a lease of 2 s, and a random timeout of 1–2 s on
+/// top of it for an ordinary election, so the two paths are a second apart however slow the
+/// machine is.
+const SLOW_ELECTIONS: [&str; 6] = [
+    "--heartbeat-interval",
+    "100ms",
+    "--election-timeout-min",
+    "1000ms",
+    "--election-timeout-max",
+    "2000ms",
+];
+
+/// Stops the leader with `stop` and checks that the survivors replace it with one election,
+/// started by the follower whose turn comes first, because the leader's connection closed.
+async fn leader_replaced_by_one_fast_election(stop: impl FnOnce(&mut Replica)) {
+    let mut cluster = TestCluster::start(3, &SLOW_ELECTIONS).await;
+    let old_leader = cluster.wait_settled().await;
+    let old_term = cluster
+        .replica(old_leader)
+        .status()
+        .await
+        .expect("leader status")
+        .term;
+    stop(cluster.replica_mut(old_leader));
+    let new_leader = cluster.wait_for_new_leader(old_leader).await;
+    let survivors: Vec<u64> = (0..3).filter(|id| *id != old_leader).collect();
+    let mut fast = Vec::new();
+    for id in &survivors {
+        let replica = cluster.replica(*id);
+        let status = replica.status().await.expect("survivor status");
+        assert_eq!(
+            status.term,
+            old_term + 1,
+            "one election, no split vote: node {id}\n{}",
+            cluster.logs()
+        );
+        fast.push(metric_value(
+            &replica.metrics().await,
+            "netting_raft_fast_elections_total",
+        ));
+    }
+    // Turns go by node id: the lower surviving id stands first and wins.
+    assert_eq!(new_leader, survivors[0], "{}", cluster.logs());
+    assert_eq!(fast, [1.0, 0.0], "{}", cluster.logs());
+}
+
+/// kill -9 of the leader: its connections close, and the first follower stands for election
+/// as soon as the leader's lease has run out, not a random election timeout later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced_by_a_fast_election() {
+    leader_replaced_by_one_fast_election(Replica::kill).await;
+}
+
+/// A leader that stops gracefully (SIGTERM, as in a rolling update) ends its liveness streams
+/// on the way out, with the same effect as a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_leader_is_replaced_by_a_fast_election() {
+    leader_replaced_by_one_fast_election(|replica| {
+        replica.terminate();
+    })
+    .await;
+}
+
+/// With --fast-failover false the followers wait for the ordinary election timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_failover_can_be_turned_off() {
+    let mut args = SLOW_ELECTIONS.to_vec();
+    args.extend(["--fast-failover", "false"]);
+    let mut cluster = TestCluster::start(3, &args).await;
+    let old_leader = cluster.wait_settled().await;
+    cluster.replica_mut(old_leader).kill();
+    cluster.wait_for_new_leader(old_leader).await;
+    for id in (0..3).filter(|id| *id != old_leader) {
+        let metrics = cluster.replica(id).metrics().await;
+        assert_eq!(
+            metric_value(&metrics, "netting_raft_fast_elections_total"),
+            0.0,
+            "node {id}"
+        );
+    }
+}
+
 /// A replica whose data directory was wiped rejoins and receives the catalog by snapshot (the
 /// leader has purged the entries it would otherwise replay).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

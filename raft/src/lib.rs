@@ -4,6 +4,7 @@
 //!   that applies them (plain synchronous code, tested without Raft).
 //! - [`storage`]: the on-disk Raft log and the state machine store.
 //! - [`network`]: Raft RPCs over gRPC.
+//! - [`failover`]: followers that stand for election as soon as a closed leader's lease ends.
 //! - [`types`]: the openraft type configuration.
 //!
 //! Log entries are serde-encoded [`catalog::CommandBatch`]es, never generated protobuf types,
@@ -11,6 +12,7 @@
 
 pub mod catalog;
 pub mod catalog_handle;
+pub mod failover;
 pub mod network;
 pub mod storage;
 pub mod types;

@@ -35,6 +35,7 @@ pub const NETTING_GRPC_METHODS: &[&str] = &[
     "netting.raft.v1.Raft/AppendEntries",
     "netting.raft.v1.Raft/Vote",
     "netting.raft.v1.Raft/InstallSnapshot",
+    "netting.raft.v1.Raft/LeaderLiveness",
     "netting.discovery.v1.Discovery/Stream",
     "netting.discovery.v1.DiscoveryAdmin/ListSessions",
     "netting.discovery.v1.DiscoveryAdmin/SidecarConfig",

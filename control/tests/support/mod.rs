@@ -224,6 +224,17 @@ impl TestCluster {
         }
     }
 
+    /// Waits until every running replica agrees on a leader other than `old`.
+    pub async fn wait_for_new_leader(&self, old: u64) -> u64 {
+        let found = wait_until(PATIENCE, || async {
+            let leaders = self.leaders().await;
+            let first = leaders.first().copied().flatten()?;
+            (first != old && leaders.iter().all(|l| *l == Some(first))).then_some(first)
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("no new leader after {old}\n{}", self.logs()))
+    }
+
     /// The leader each running replica reports.
     pub async fn leaders(&self) -> Vec<Option<u64>> {
         let mut leaders = Vec::new();

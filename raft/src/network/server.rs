@@ -1,18 +1,25 @@
 //! The server half of the Raft network: the `netting.raft.v1.Raft` gRPC service, answered by
 //! the local `openraft::Raft`.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::Stream;
 use netting_proto::raft::v1 as pb;
 use netting_proto::raft::v1::raft_server::RaftServer;
+use openraft::raft::AppendEntriesResponse;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::MAX_MESSAGE_BYTES;
 use super::convert;
 use super::identity::ClusterIdentity;
 use super::remote::raft_error_to_status;
+use crate::failover::LeaderContact;
 use crate::types::Raft;
+
+type LivenessStream = Pin<Box<dyn Stream<Item = Result<pb::LeaderLivenessNotice, Status>> + Send>>;
 
 /// Serves Raft RPCs from the other replicas of this cluster, and refuses those of others.
 #[derive(Clone)]
@@ -21,6 +28,9 @@ pub struct RaftGrpc {
     identity: ClusterIdentity,
     /// False while this replica withholds its vote; see [`RaftGrpc::withhold_votes_until_contacted`].
     may_vote: Arc<AtomicBool>,
+    contact: LeaderContact,
+    /// Turns true when the replica stops; ends the liveness streams it serves.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for RaftGrpc {
@@ -37,7 +47,24 @@ impl RaftGrpc {
             raft,
             identity,
             may_vote: Arc::new(AtomicBool::new(true)),
+            contact: LeaderContact::default(),
+            stopping: None,
         }
+    }
+
+    /// Records every AppendEntries from a current leader in `contact`, for [`FastFailover`].
+    ///
+    /// [`FastFailover`]: crate::failover::FastFailover
+    pub fn with_leader_contact(mut self, contact: LeaderContact) -> Self {
+        self.contact = contact;
+        self
+    }
+
+    /// Ends the liveness streams this replica serves when `stopping` turns true, so that its
+    /// followers learn of a graceful stop as fast as of a crash, and the server can drain.
+    pub fn with_stopping(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
     }
 
     /// For a replica that started with an empty data directory: refuse vote requests until a
@@ -90,6 +117,32 @@ impl RaftGrpc {
 
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftGrpc {
+    type LeaderLivenessStream = LivenessStream;
+
+    async fn leader_liveness(
+        &self,
+        request: Request<pb::LeaderLivenessRequest>,
+    ) -> Result<Response<Self::LeaderLivenessStream>, Status> {
+        self.admit("leader_liveness", &request)?;
+        if !self.raft.metrics().borrow().state.is_leader() {
+            return Err(Status::failed_precondition(
+                "this replica is not the leader",
+            ));
+        }
+        let mut stopping = self.stopping.clone();
+        // Sends nothing while the replica runs; ends when it stops (or with the connection).
+        let ends = async move {
+            match stopping.as_mut() {
+                Some(stopping) => {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+            Err(Status::unavailable("the replica is stopping"))
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(ends))))
+    }
+
     async fn append_entries(
         &self,
         request: Request<pb::AppendEntriesRequest>,
@@ -101,6 +154,9 @@ impl pb::raft_server::Raft for RaftGrpc {
             .append_entries(rpc)
             .await
             .map_err(|e| raft_error_to_status(&e))?;
+        if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+            self.contact.record();
+        }
         if response.is_success() {
             self.contacted_by_leader();
         }
