@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Recipient};
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use netting_proto::catalog::v1::catalog_server::CatalogServer;
 use netting_proto::catalog::v1::cluster_server::ClusterServer;
 use netting_proto::discovery::v1::discovery_admin_server::DiscoveryAdminServer;
@@ -178,7 +179,16 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
             // itself, so it is set on the incoming stream.
             tonic::transport::server::TcpIncoming::from(grpc_listener)
                 .with_nodelay(Some(true))
-                .with_keepalive(Some(GRPC_KEEPALIVE_INTERVAL)),
+                .with_keepalive(Some(GRPC_KEEPALIVE_INTERVAL))
+                // Linear retransmission timeouts for these thin streams (Raft, sidecar
+                // updates), so a healed partition delivers again at once.
+                .inspect(|accepted| {
+                    if let Ok(stream) = accepted
+                        && let Err(error) = netting_proto::transport::tune(stream)
+                    {
+                        tracing::debug!(%error, "cannot tune an accepted connection");
+                    }
+                }),
             stopped(stop_rx.clone()),
         );
     let grpc_task = tokio::spawn(grpc);

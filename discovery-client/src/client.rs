@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use netting_proto::discovery::v1 as proto;
 use netting_proto::discovery::v1::discovery_client::DiscoveryClient as GrpcClient;
+use netting_proto::transport::TunedConnector;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use thiserror::Error;
@@ -271,7 +272,12 @@ impl Worker {
         // eagerly turns a refused connection into an error here instead of a hidden retry loop
         // inside the channel.
         let connect_timeout = self.config.connect_timeout;
-        let channel = match timeout(connect_timeout, replica.endpoint.connect()).await {
+        // Tuned TCP (netting_proto::transport): an update or ACK lost in a partition is resent
+        // soon after it heals, not after an exponentially grown retransmission timeout.
+        let connecting = replica
+            .endpoint
+            .connect_with_connector(TunedConnector::new());
+        let channel = match timeout(connect_timeout, connecting).await {
             Err(_) => return ended(EndReason::ConnectTimeout(connect_timeout)),
             Ok(Err(error)) => return ended(EndReason::Connect(error_chain(&error))),
             Ok(Ok(channel)) => channel,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use netting_proto::transport::TunedConnector;
 use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
@@ -124,15 +125,14 @@ impl PeerChannels {
         let endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| InvalidPeerAddress::new(&uri, e.to_string()))?
             .connect_timeout(self.config.connect_timeout)
-            // Raft messages are small and latency-bound (heartbeats, votes): never let Nagle
-            // hold them back.
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(self.config.keepalive_interval)
             .keep_alive_timeout(self.config.keepalive_timeout)
             // Keep pinging while idle, so a follower that has been quiet still has a live
             // connection the moment it must vote.
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        // Raft messages are small and latency-bound (heartbeats, votes): no Nagle, and linear
+        // retransmission timeouts so a healed partition carries heartbeats again at once.
+        let channel = endpoint.connect_with_connector_lazy(TunedConnector::new());
         inner.by_uri.insert(uri, channel.clone());
         Ok(channel)
     }
