@@ -125,6 +125,64 @@ fn the_short_run_passes_every_check() {
     assert!(stdout.contains("PASSED"), "{stdout}");
 }
 
+/// Pre-vote: a follower cut off from everyone for a while does not raise its term while alone,
+/// so when the network heals it rejoins under the same leader, in the same term, instead of
+/// deposing it.
+#[test]
+fn an_isolated_follower_rejoins_without_an_election() {
+    if !lab_available("an_isolated_follower_rejoins_without_an_election") {
+        return;
+    }
+    let binary = control_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let report_dir = dir.path().join("report");
+    let schedule = dir.path().join("schedule.json");
+    // Held for many election timeouts: without pre-vote the follower would stand several times.
+    std::fs::write(
+        &schedule,
+        r#"{"faults": [
+            {"action": "isolate", "target": {"follower": {"pick": 0}}, "hold": 1500},
+            {"action": "isolate", "target": {"follower": {"pick": 1}}, "hold": 1500}
+        ]}"#,
+    )
+    .unwrap();
+    let output = chaos(&[
+        "run",
+        "--schedule",
+        schedule.to_str().unwrap(),
+        "--sidecars",
+        "20",
+        "--raw-sidecars",
+        "4",
+        "--control-binary",
+        binary.to_str().unwrap(),
+        "--report-dir",
+        report_dir.to_str().unwrap(),
+    ]);
+    let stdout = text(&output.stdout);
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(report_dir.join("report.json"))
+            .unwrap_or_else(|e| panic!("no report.json ({e})\n{stdout}")),
+    )
+    .unwrap();
+    assert!(output.status.success(), "{stdout}");
+    let faults = report["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{stdout}");
+    for fault in faults {
+        // leader_after is only set when the leadership moved.
+        assert!(
+            fault["leader_after"].is_null(),
+            "the isolated follower's return changed the leadership: {fault}\n{stdout}"
+        );
+    }
+    let terms = report["terms"].as_array().unwrap();
+    assert_eq!(
+        terms.len(),
+        1,
+        "one leader, one term, all run long: {terms:?}\n{stdout}"
+    );
+}
+
 #[test]
 fn bad_options_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();

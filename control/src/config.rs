@@ -92,6 +92,11 @@ pub struct RunArgs {
     #[arg(long, env = "NETTING_FAST_FAILOVER", default_value_t = true, action = clap::ArgAction::Set)]
     pub fast_failover: bool,
 
+    /// Ask the other voters before standing for election (Raft pre-vote), so that a replica cut
+    /// off from the cluster does not raise its term and depose the leader when it returns.
+    #[arg(long, env = "NETTING_PRE_VOTE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pre_vote: bool,
+
     /// Build a snapshot (and purge the log before it) every this many entries.
     #[arg(long, env = "NETTING_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
@@ -179,6 +184,7 @@ pub struct RaftTiming {
     pub election_timeout_max: Duration,
     pub snapshot_every: u64,
     pub fast_failover: bool,
+    pub pre_vote: bool,
 }
 
 /// A replica's validated configuration.
@@ -246,6 +252,7 @@ impl TryFrom<RunArgs> for ReplicaConfig {
             election_timeout_max: args.election_timeout_max,
             snapshot_every: args.snapshot_every,
             fast_failover: args.fast_failover,
+            pre_vote: args.pre_vote,
         };
         validate_timing(&raft)?;
         if args.cluster_name.is_empty() {

@@ -11,7 +11,7 @@ use netting_proto::catalog::v1::cluster_server::ClusterServer;
 use netting_proto::discovery::v1::discovery_admin_server::DiscoveryAdminServer;
 use netting_proto::discovery::v1::discovery_server::DiscoveryServer;
 use netting_raft::catalog::CatalogCommand;
-use netting_raft::failover::{FastFailover, LeaderContact};
+use netting_raft::elections::{ElectionDriver, ElectionSettings};
 use netting_raft::network::{
     ChannelConfig, ClusterIdentity, NetworkFactory, PeerChannels, RaftGrpc,
 };
@@ -83,6 +83,9 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         // Keep some log after a snapshot so a briefly lagging follower catches up by entries,
         // not by a whole snapshot.
         max_in_snapshot_log_to_keep: config.raft.snapshot_every.min(1_000),
+        // With pre-vote, elections are timed by the election driver (netting_raft::elections),
+        // which asks before it raises the term.
+        enable_elect: !config.raft.pre_vote,
         ..Default::default()
     }
     .validate()
@@ -143,10 +146,8 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let leader_contact = LeaderContact::default();
-    let mut raft_service = RaftGrpc::new(raft.clone(), cluster_identity.clone())
-        .with_leader_contact(leader_contact.clone())
-        .with_stopping(stop_rx.clone());
+    let mut raft_service =
+        RaftGrpc::new(raft.clone(), cluster_identity.clone()).with_stopping(stop_rx.clone());
     if !has_local_state {
         raft_service =
             raft_service.withhold_votes_until_contacted(config.raft.election_timeout_max * 3);
@@ -206,18 +207,23 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
     let file_watcher = config.catalog_file.clone().map(|path| {
         CatalogFileWatcher::new(path, catalog.clone(), writer.clone().recipient()).start()
     });
-    if config.raft.fast_failover {
-        let failover = FastFailover {
+    if config.raft.pre_vote || config.raft.fast_failover {
+        let elections = ElectionDriver {
             node_id: config.node_id,
             raft: raft.clone(),
             channels: channels.clone(),
             identity: cluster_identity,
-            contact: leader_contact,
-            lease: config.raft.election_timeout_max,
-            // A vote request reaches the next follower well within a heartbeat interval.
-            turn_gap: config.raft.heartbeat_interval,
+            settings: ElectionSettings {
+                lease: config.raft.election_timeout_max,
+                timeout_min: config.raft.election_timeout_min,
+                timeout_max: config.raft.election_timeout_max,
+                // A vote request reaches the next follower well within a heartbeat interval.
+                turn_gap: config.raft.heartbeat_interval,
+                pre_vote: config.raft.pre_vote,
+                fast_failover: config.raft.fast_failover,
+            },
         };
-        tokio::spawn(failover.run(stop_rx.clone()));
+        tokio::spawn(elections.run(stop_rx.clone()));
     }
     tokio::spawn(watch_leadership(
         raft.clone(),

@@ -130,9 +130,10 @@ async fn leader_replaced_by_one_fast_election(stop: impl FnOnce(&mut Replica)) {
             "one election, no split vote: node {id}\n{}",
             cluster.logs()
         );
-        fast.push(metric_value(
+        fast.push(labelled_metric(
             &replica.metrics().await,
-            "netting_raft_fast_elections_total",
+            "netting_raft_elections_started_total",
+            "trigger=\"leader_gone\"",
         ));
     }
     // Turns go by node id: the lower surviving id stands first and wins.
@@ -169,7 +170,11 @@ async fn fast_failover_can_be_turned_off() {
     for id in (0..3).filter(|id| *id != old_leader) {
         let metrics = cluster.replica(id).metrics().await;
         assert_eq!(
-            metric_value(&metrics, "netting_raft_fast_elections_total"),
+            labelled_metric(
+                &metrics,
+                "netting_raft_elections_started_total",
+                "trigger=\"leader_gone\""
+            ),
             0.0,
             "node {id}"
         );

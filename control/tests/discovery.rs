@@ -76,22 +76,6 @@ fn removed_names(refs: &[pb::ServiceRef]) -> Vec<String> {
     out
 }
 
-/// Sum of the series of `name` whose labels include `label` (e.g. `reason="ack_timeout"`).
-fn labelled_metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{'))
-        })
-        .filter(|line| {
-            line.split_once('}')
-                .is_some_and(|(labels, _)| labels.contains(label))
-        })
-        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn assert_try_another(status: &tonic::Status, case: &str) {
     assert_eq!(status.code(), Code::Unavailable, "{case}: {status:?}");
     assert_eq!(

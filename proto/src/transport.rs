@@ -97,7 +97,10 @@ mod tests {
         assert!(thin_linear(dialled.inner()));
         assert!(dialled.inner().nodelay().unwrap());
 
-        assert!(!thin_linear(&accepted), "off by default, or this test proves nothing");
+        assert!(
+            !thin_linear(&accepted),
+            "off by default, or this test proves nothing"
+        );
         tune(&accepted).unwrap();
         assert!(thin_linear(&accepted));
         assert!(accepted.nodelay().unwrap());

@@ -4,7 +4,8 @@
 //!   that applies them (plain synchronous code, tested without Raft).
 //! - [`storage`]: the on-disk Raft log and the state machine store.
 //! - [`network`]: Raft RPCs over gRPC.
-//! - [`failover`]: followers that stand for election as soon as a closed leader's lease ends.
+//! - [`elections`]: when a replica stands for election: pre-vote, and at once when a closed
+//!   leader's lease has run out.
 //! - [`types`]: the openraft type configuration.
 //!
 //! Log entries are serde-encoded [`catalog::CommandBatch`]es, never generated protobuf types,
@@ -12,7 +13,7 @@
 
 pub mod catalog;
 pub mod catalog_handle;
-pub mod failover;
+pub mod elections;
 pub mod network;
 pub mod storage;
 pub mod types;

@@ -36,6 +36,7 @@ pub const NETTING_GRPC_METHODS: &[&str] = &[
     "netting.raft.v1.Raft/Vote",
     "netting.raft.v1.Raft/InstallSnapshot",
     "netting.raft.v1.Raft/LeaderLiveness",
+    "netting.raft.v1.Raft/PreVote",
     "netting.discovery.v1.Discovery/Stream",
     "netting.discovery.v1.DiscoveryAdmin/ListSessions",
     "netting.discovery.v1.DiscoveryAdmin/SidecarConfig",

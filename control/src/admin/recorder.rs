@@ -49,7 +49,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 pub fn describe_metrics() {
     netting_raft::storage::describe_metrics();
     netting_raft::network::describe_metrics();
-    netting_raft::failover::describe_metrics();
+    netting_raft::elections::describe_metrics();
     crate::actors::describe_metrics();
     crate::grpc::describe_metrics();
     describe_gauge!(RAFT_TERM, Unit::Count, "Current Raft term of this replica.");

@@ -498,6 +498,22 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Sum of the series of `name` whose labels include `label` (e.g. `reason="ack_timeout"`).
+pub fn labelled_metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+        })
+        .filter(|line| {
+            line.split_once('}')
+                .is_some_and(|(labels, _)| labels.contains(label))
+        })
+        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Whether `pid` names a live process (a zombie is not: it has exited).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::Stream;
 use netting_proto::raft::v1 as pb;
 use netting_proto::raft::v1::raft_server::RaftServer;
-use openraft::raft::AppendEntriesResponse;
+use openraft::ServerState;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -16,7 +16,7 @@ use super::MAX_MESSAGE_BYTES;
 use super::convert;
 use super::identity::ClusterIdentity;
 use super::remote::raft_error_to_status;
-use crate::failover::LeaderContact;
+use crate::elections::{VoterState, pre_vote_answer};
 use crate::types::Raft;
 
 type LivenessStream = Pin<Box<dyn Stream<Item = Result<pb::LeaderLivenessNotice, Status>> + Send>>;
@@ -28,7 +28,6 @@ pub struct RaftGrpc {
     identity: ClusterIdentity,
     /// False while this replica withholds its vote; see [`RaftGrpc::withhold_votes_until_contacted`].
     may_vote: Arc<AtomicBool>,
-    contact: LeaderContact,
     /// Turns true when the replica stops; ends the liveness streams it serves.
     stopping: Option<watch::Receiver<bool>>,
 }
@@ -47,17 +46,8 @@ impl RaftGrpc {
             raft,
             identity,
             may_vote: Arc::new(AtomicBool::new(true)),
-            contact: LeaderContact::default(),
             stopping: None,
         }
-    }
-
-    /// Records every AppendEntries from a current leader in `contact`, for [`FastFailover`].
-    ///
-    /// [`FastFailover`]: crate::failover::FastFailover
-    pub fn with_leader_contact(mut self, contact: LeaderContact) -> Self {
-        self.contact = contact;
-        self
     }
 
     /// Ends the liveness streams this replica serves when `stopping` turns true, so that its
@@ -154,15 +144,41 @@ impl pb::raft_server::Raft for RaftGrpc {
             .append_entries(rpc)
             .await
             .map_err(|e| raft_error_to_status(&e))?;
-        if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
-            self.contact.record();
-        }
         if response.is_success() {
             self.contacted_by_leader();
         }
         Ok(Response::new(convert::append_entries_response_to_proto(
             &response,
         )))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::PreVoteRequest>,
+    ) -> Result<Response<pb::PreVoteResponse>, Status> {
+        self.admit("pre_vote", &request)?;
+        let candidate = request.into_inner().candidate;
+        let withholding = !self.may_vote.load(Ordering::SeqCst);
+        let voter = self
+            .raft
+            .with_raft_state(move |st| VoterState {
+                is_leader: st.server_state == ServerState::Leader,
+                withholding,
+                vote_committed: st.vote_ref().is_committed(),
+                renewed: st.vote_last_modified(),
+            })
+            .await
+            .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
+        // openraft's lease is its election_timeout_max.
+        let lease = std::time::Duration::from_millis(self.raft.config().election_timeout_max);
+        let answer = pre_vote_answer(tokio::time::Instant::now(), voter, lease);
+        tracing::debug!(candidate, granted = answer.granted, "pre-vote");
+        Ok(Response::new(pb::PreVoteResponse {
+            granted: answer.granted,
+            lease_remaining_ms: answer.lease_remaining.map_or(0, |r| {
+                u64::try_from(r.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
+        }))
     }
 
     async fn vote(
