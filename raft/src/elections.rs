@@ -418,11 +418,22 @@ impl ElectionDriver {
         self.identity.stamp(request.metadata_mut()).ok()?;
         request.set_timeout(self.settings.timeout_min);
         let mut client = RaftClient::new(channel);
-        let response = tokio::time::timeout(self.settings.timeout_min, client.pre_vote(request))
-            .await
-            .ok()?
-            .ok()?
-            .into_inner();
+        let response =
+            match tokio::time::timeout(self.settings.timeout_min, client.pre_vote(request))
+                .await
+                .ok()?
+            {
+                Ok(response) => response.into_inner(),
+                // A replica of a version without pre-vote (during a rolling upgrade) votes by the
+                // old rules; counting it as a yes gives the old behaviour rather than no elections.
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    return Some(PreVoteAnswer {
+                        granted: true,
+                        lease_remaining: None,
+                    });
+                }
+                Err(_) => return None,
+            };
         Some(PreVoteAnswer {
             granted: response.granted,
             lease_remaining: (response.lease_remaining_ms > 0)
