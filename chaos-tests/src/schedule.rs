@@ -412,4 +412,23 @@ mod tests {
         assert_eq!(none.validate(), Err(ScheduleError::Empty));
         Profile::default().validate().unwrap();
     }
+
+    /// The fixed schedules shipped in `schedules/` (used for the figures in BENCHMARKS.md) load.
+    #[test]
+    fn shipped_schedules_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let schedule =
+                Schedule::from_file(&path, 3).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!schedule.faults.is_empty(), "{}", path.display());
+            loaded += 1;
+        }
+        assert!(
+            loaded >= 2,
+            "schedules found in {}: {loaded}",
+            dir.display()
+        );
+    }
 }
