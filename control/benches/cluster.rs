@@ -19,7 +19,7 @@
 //! | `NETTING_BENCH_PROBE_MS` | 5 | interval between writes while measuring failover |
 //! | `NETTING_BENCH_NETTING_ARGS` | none | extra flags for every replica, space-separated (e.g. other Raft timings) |
 //! | `NETTING_BENCH_ETCD` | 1 | 0 skips etcd |
-//! | `NETTING_BENCH_ETCD_HEARTBEAT_MS` / `_ELECTION_MS` | 30 / 150 | etcd's Raft timings |
+//! | `NETTING_BENCH_ETCD_HEARTBEAT_MS` / `_ELECTION_MS` | 20 / 100 | etcd's Raft timings |
 //! | `NETTING_BENCH_DIR` | system temp dir | where data directories go |
 //! | `NETTING_BENCH_KEEP` | 0 | 1 keeps data directories and logs |
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -91,8 +91,8 @@ impl Settings {
                 .collect(),
             etcd: env_or::<u8>("NETTING_BENCH_ETCD", 1) != 0,
             etcd_timing: etcd::Timing {
-                heartbeat_ms: env_or("NETTING_BENCH_ETCD_HEARTBEAT_MS", 30),
-                election_ms: env_or("NETTING_BENCH_ETCD_ELECTION_MS", 150),
+                heartbeat_ms: env_or("NETTING_BENCH_ETCD_HEARTBEAT_MS", 20),
+                election_ms: env_or("NETTING_BENCH_ETCD_ELECTION_MS", 100),
             },
             dir: std::env::var_os("NETTING_BENCH_DIR").map(PathBuf::from),
             keep: env_or::<u8>("NETTING_BENCH_KEEP", 0) != 0,
@@ -424,8 +424,8 @@ fn report(
     );
     if s.netting_args.is_empty() {
         println!(
-            "netting-control {} (release), default flags: heartbeat 50 ms, election 150-300 ms, \
-             fsync per commit",
+            "netting-control {} (release), default flags: heartbeat 50 ms, election 100-200 ms, pre-vote, \
+             fast failover, fsync per commit",
             env!("CARGO_PKG_VERSION")
         );
     } else {

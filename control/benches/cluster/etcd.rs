@@ -29,7 +29,7 @@ pub(crate) enum Transport {
 }
 
 /// etcd's Raft timings. etcd refuses an election timeout below 5 heartbeats, so Netting's
-/// 50 ms / 150–300 ms cannot be copied as is; 30 ms / 150 ms gives etcd the same randomised
+/// 50 ms / 100–200 ms cannot be copied as is; 20 ms / 100 ms gives etcd the same randomised
 /// election window (it draws from [timeout, 2 × timeout)).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {

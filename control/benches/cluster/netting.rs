@@ -39,7 +39,7 @@ pub(crate) struct Netting {
 }
 
 impl Netting {
-    /// Starts 3 replicas with default flags (heartbeat 50 ms, election 150–300 ms, fsync on
+    /// Starts 3 replicas with default flags (heartbeat 50 ms, election 100–200 ms, fsync on
     /// every commit) plus `extra_args`, and waits until they agree on a leader.
     pub(crate) async fn start(dir: &Path, payload: usize, extra_args: &[String]) -> Netting {
         std::fs::create_dir_all(dir)
