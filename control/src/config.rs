@@ -470,23 +470,10 @@ fn validate_host_port(flag: &'static str, value: &str) -> Result<(), ConfigError
     }
 }
 
-/// Parses durations such as `50ms`, `2s`, `1m` or `1500us`.
+/// Parses durations such as `50ms`, `2s`, `1m`, `1h` or `1500us`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{value:?} needs a unit: us, ms, s or m"))?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} does not start with a whole number"))?;
-    match unit {
-        "us" => Ok(Duration::from_micros(number)),
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
-        _ => Err(format!("{value:?} has unit {unit:?}; use us, ms, s or m")),
-    }
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{value:?}: {e}; write e.g. 50ms, 2s, 1m or 1h"))
 }
 
 #[cfg(test)]

@@ -66,35 +66,23 @@ pub struct Args {
     pub admin_listen: SocketAddr,
 
     /// Time allowed to open a connection to an upstream endpoint.
-    #[arg(long, env = "NETTING_PROXY_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime_duration)]
+    #[arg(long, env = "NETTING_PROXY_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
     /// Request timeout when the service's policy sets none.
-    #[arg(long, env = "NETTING_PROXY_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime_duration)]
+    #[arg(long, env = "NETTING_PROXY_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
     /// Largest HTTP/1 request head accepted; a larger one gets 431.
     #[arg(long, env = "NETTING_PROXY_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
     /// On SIGTERM: stop accepting, then let requests in flight finish for at most this long.
-    #[arg(long, env = "NETTING_PROXY_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime_duration)]
+    #[arg(long, env = "NETTING_PROXY_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 }
 
 /// `500ms`, `2s`, `1m`: the durations flags take.
-fn humantime_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{value:?} needs a unit: ms, s or m"))?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} does not start with a whole number"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
-        _ => Err(format!("{value:?} has unit {unit:?}; use ms, s or m")),
-    }
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{value:?}: {e}; write e.g. 500ms, 2s or 1m"))
 }
 
 impl Args {
@@ -158,7 +146,7 @@ mod tests {
     fn bad_values_name_their_flag() {
         let error = parse(&["--connect-timeout", "5"]).unwrap_err().to_string();
         assert!(
-            error.contains("--connect-timeout") && error.contains("needs a unit"),
+            error.contains("--connect-timeout") && error.contains("write e.g. 500ms"),
             "{error}"
         );
         let error = parse(&["--outbound-listen", "15001"])
