@@ -120,6 +120,14 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until process `pid` is running `sleep` (the program every process test starts ends in
+/// it, directly or after `exec`).
+fn wait_for_sleep(pid: u32, what: &str) {
+    eventually(what, || {
+        fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() == "sleep\n"
+    });
+}
+
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().unwrap();
     assert!(out.status.success(), "ip {args:?}: {out:?}");
@@ -182,9 +190,7 @@ fn ip_netns_exec_execs_in_place() {
     .unwrap();
     let pid = sleeper.pid();
     // `ip` execs the program in its own process: the child's pid becomes `sleep`.
-    eventually("the child to become sleep", || {
-        fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() == "sleep\n"
-    });
+    wait_for_sleep(pid, "the child to become sleep");
     let inside = fs::metadata(format!("/proc/{pid}/ns/net")).unwrap().ino();
     let namespace = fs::metadata(Path::new("/run/netns").join(net.namespace(0)))
         .unwrap()
@@ -438,9 +444,7 @@ async fn pause_resume_kill_terminate_restart() {
     )
     .unwrap();
     let pid = p.pid();
-    eventually("sleep to run", || {
-        fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() == "sleep\n"
-    });
+    wait_for_sleep(pid, "sleep to run");
 
     p.pause().unwrap();
     assert!(p.is_paused());
@@ -464,9 +468,7 @@ async fn pause_resume_kill_terminate_restart() {
     assert_eq!(p.starts(), 2);
     assert!(p.is_running());
     let pid = p.pid();
-    eventually("the restarted sleep to run", || {
-        fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() == "sleep\n"
-    });
+    wait_for_sleep(pid, "the restarted sleep to run");
     let text = fs::read_to_string(&log).unwrap();
     let first = text.find("=== start #1 at ").unwrap();
     let second = text.find("=== start #2 at ").unwrap();
@@ -490,9 +492,7 @@ async fn pause_resume_kill_terminate_restart() {
     )
     .unwrap();
     let spid = stubborn.pid();
-    eventually("the stubborn sleep to run", || {
-        fs::read_to_string(format!("/proc/{spid}/comm")).unwrap_or_default() == "sleep\n"
-    });
+    wait_for_sleep(spid, "the stubborn sleep to run");
     let status = stubborn
         .terminate(Duration::from_millis(300))
         .await
@@ -558,9 +558,7 @@ fn teardown_removes_everything_and_is_idempotent() {
     )
     .unwrap();
     let pid = orphan.pid();
-    eventually("sleep to run", || {
-        fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() == "sleep\n"
-    });
+    wait_for_sleep(pid, "sleep to run");
 
     net.teardown().unwrap();
     assert_eq!(names_of(run), Vec::<String>::new());

@@ -76,6 +76,18 @@ fn removed_names(refs: &[pb::ServiceRef]) -> Vec<String> {
     out
 }
 
+/// A raw stream for `pod`, subscribed to `default` from nothing, whose first response (a
+/// snapshot) has been acknowledged.
+async fn acked_snapshot(replica: &Replica, pod: &str) -> (RawStream, pb::DiscoveryResponse) {
+    let mut stream = RawStream::open(&replica.grpc, hello(pod, &["default"], 0, ""))
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap();
+    snapshot_of(&first);
+    stream.ack(&first).await;
+    (stream, first)
+}
+
 fn assert_try_another(status: &tonic::Status, case: &str) {
     assert_eq!(status.code(), Code::Unavailable, "{case}: {status:?}");
     assert_eq!(
@@ -256,12 +268,7 @@ async fn label_only_change_is_not_pushed() {
     // Else the label change could be merged into the push of the creation, and rightly sent.
     assert!(probe.wait_for(created).await, "the creation was pushed");
 
-    let mut stream = RawStream::open(&replica.grpc, hello("web-0", &["default"], 0, ""))
-        .await
-        .unwrap();
-    let first = stream.next().await.unwrap();
-    snapshot_of(&first);
-    stream.ack(&first).await;
+    let (mut stream, first) = acked_snapshot(replica, "web-0").await;
 
     let mut relabel = register_in("default", "web", 1);
     relabel.labels = HashMap::from([("team".to_owned(), "blue".to_owned())]);
@@ -302,12 +309,7 @@ async fn skipped_change_still_brings_sidecars_to_its_version() {
     let replica = cluster.replica(0);
     register_retrying(replica, register_in("default", "web", 1)).await;
 
-    let mut stream = RawStream::open(&replica.grpc, hello("web-0", &["default"], 0, ""))
-        .await
-        .unwrap();
-    let first = stream.next().await.unwrap();
-    snapshot_of(&first);
-    stream.ack(&first).await;
+    let (mut stream, first) = acked_snapshot(replica, "web-0").await;
 
     let mut moved = register_in("default", "web", 1);
     if let Some(endpoint) = moved.endpoint.as_mut() {
