@@ -241,11 +241,12 @@ async fn new_member_catches_up_over_grpc() {
 
     let written = leader
         .raft
-        .client_write(CommandBatch {
-            commands: vec![CatalogCommand::InitCluster {
+        .client_write(CommandBatch::new([(
+            None,
+            CatalogCommand::InitCluster {
                 cluster_id: "id-1".to_owned(),
-            }],
-        })
+            },
+        )]))
         .await
         .unwrap();
     leader.raft.trigger().snapshot().await.unwrap();
@@ -283,11 +284,12 @@ async fn new_member_catches_up_over_grpc() {
     // Refused by the catalog (the id is already set) but still a log entry to replicate.
     let last = leader
         .raft
-        .client_write(CommandBatch {
-            commands: vec![CatalogCommand::InitCluster {
+        .client_write(CommandBatch::new([(
+            None,
+            CatalogCommand::InitCluster {
                 cluster_id: "id-2".to_owned(),
-            }],
-        })
+            },
+        )]))
         .await
         .unwrap();
     follower

@@ -8,8 +8,10 @@ use super::model::{EndpointId, EndpointSpec, LogIndex, ServiceKey, ServiceSpec, 
 
 /// One catalog write.
 ///
-/// Every command is idempotent: applying it twice leaves the catalog as applying it once did.
-/// That is what makes it safe for a follower to retry a forwarded write whose answer it lost.
+/// Applying a command twice leaves the catalog as applying it once did, but that alone does not
+/// make a retry safe: a retry applied after another writer's change to the same endpoint would
+/// undo that change. Writes that may be retried carry a [`RequestId`], and the state machine
+/// applies each request at most once (see [`super::requests::RequestTable`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum CatalogCommand {
@@ -27,6 +29,10 @@ pub enum CatalogCommand {
     DeregisterEndpoint {
         key: ServiceKey,
         endpoint: EndpointId,
+        /// The source removing it; `None` only in entries written before removals checked the
+        /// owner, which are applied as they were then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<Source>,
     },
     /// Sets a service's definition and its complete set of endpoints (what a reconciling
     /// source such as the catalog file proposes).
@@ -37,7 +43,12 @@ pub enum CatalogCommand {
         endpoints: Vec<EndpointSpec>,
     },
     /// Removes a service and leaves a tombstone at this index.
-    DeleteService { key: ServiceKey },
+    DeleteService {
+        key: ServiceKey,
+        /// As for [`CatalogCommand::DeregisterEndpoint`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<Source>,
+    },
 }
 
 impl CatalogCommand {
@@ -53,10 +64,53 @@ impl CatalogCommand {
     }
 }
 
+/// Names one write of one client: the client's own id and a number it never reuses for
+/// another write. A retry of the write, through any replica, sends the same id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: String,
+    pub sequence: u64,
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.client, self.sequence)
+    }
+}
+
 /// The application data of one Raft log entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandBatch {
     pub commands: Vec<CatalogCommand>,
+    /// The request id of each command, by position; `None` for a command sent without one
+    /// (internal writes such as the catalog file's reconciles). Empty in entries written before
+    /// request ids existed. Use [`CommandBatch::requests`] rather than indexing it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_ids: Vec<Option<RequestId>>,
+}
+
+impl CommandBatch {
+    /// A batch of commands, each with its request id (if any).
+    pub fn new(requests: impl IntoIterator<Item = (Option<RequestId>, CatalogCommand)>) -> Self {
+        let (request_ids, commands): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        let request_ids = if request_ids.iter().all(Option::is_none) {
+            Vec::new()
+        } else {
+            request_ids
+        };
+        Self {
+            commands,
+            request_ids,
+        }
+    }
+
+    /// Each command with its request id.
+    pub fn requests(&self) -> impl Iterator<Item = (Option<&RequestId>, &CatalogCommand)> {
+        self.commands
+            .iter()
+            .enumerate()
+            .map(|(i, command)| (self.request_ids.get(i).and_then(Option::as_ref), command))
+    }
 }
 
 /// What applying one command did.
@@ -64,6 +118,16 @@ pub struct CommandBatch {
 pub struct Applied {
     /// False when the command matched the catalog already (an idempotent repeat).
     pub changed: bool,
+}
+
+/// The answer to one command of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub result: Result<Applied, ApplyError>,
+    /// The catalog version the writer is told: after the entry that applied the command.
+    pub version: LogIndex,
+    /// True when the request had been applied before and this is the answer given then.
+    pub duplicate: bool,
 }
 
 /// Why a command was applied without effect. These are answers to the writer, not faults:
@@ -85,12 +149,35 @@ pub enum ApplyError {
     },
     #[error("cluster id is already set to {0}")]
     ClusterIdAlreadySet(String),
+    /// The request's number is below the oldest this client's record still holds: whether it
+    /// was applied long ago cannot be told any more, so it is not applied now.
+    #[error(
+        "request {request} is older than the record of client {client:?} reaches (its oldest kept request is #{oldest_kept}); its outcome can no longer be told"
+    )]
+    RequestExpired {
+        request: u64,
+        client: String,
+        oldest_kept: u64,
+    },
 }
 
-/// The application response of one Raft log entry: one result per command of the batch, and
+impl ApplyError {
+    /// A short name for metrics labels (bounded set).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApplyError::ServiceNotFound(_) => "service_not_found",
+            ApplyError::EndpointNotFound { .. } => "endpoint_not_found",
+            ApplyError::OwnedByOtherSource { .. } => "owned_by_other_source",
+            ApplyError::ClusterIdAlreadySet(_) => "cluster_id_already_set",
+            ApplyError::RequestExpired { .. } => "request_expired",
+        }
+    }
+}
+
+/// The application response of one Raft log entry: one outcome per command of the batch, and
 /// the catalog version after the entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchResponse {
-    pub results: Vec<Result<Applied, ApplyError>>,
+    pub results: Vec<Outcome>,
     pub version: LogIndex,
 }

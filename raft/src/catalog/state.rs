@@ -175,11 +175,18 @@ impl Catalog {
                 endpoint,
                 spec,
             } => self.register_endpoint(index, key, *source, endpoint, spec.as_ref())?,
-            CatalogCommand::DeregisterEndpoint { key, endpoint } => {
+            CatalogCommand::DeregisterEndpoint {
+                key,
+                endpoint,
+                source,
+            } => {
                 let service = self
                     .services
                     .get_mut(key)
                     .ok_or_else(|| ApplyError::ServiceNotFound(key.clone()))?;
+                if let Some(writer) = source {
+                    check_owner(service, *writer)?;
+                }
                 if service.endpoints.remove(endpoint).is_none() {
                     return Err(ApplyError::EndpointNotFound {
                         key: key.clone(),
@@ -194,11 +201,16 @@ impl Catalog {
                 source,
                 spec,
                 endpoints,
-            } => self.put_service(index, key, *source, spec, endpoints),
-            CatalogCommand::DeleteService { key } => {
-                if self.services.remove(key).is_none() {
-                    return Err(ApplyError::ServiceNotFound(key.clone()));
+            } => self.put_service(index, key, *source, spec, endpoints)?,
+            CatalogCommand::DeleteService { key, source } => {
+                let service = self
+                    .services
+                    .get(key)
+                    .ok_or_else(|| ApplyError::ServiceNotFound(key.clone()))?;
+                if let Some(writer) = source {
+                    check_owner(service, *writer)?;
                 }
+                self.services.remove(key);
                 self.tombstones.insert(key.clone(), index);
                 self.trim_tombstones();
                 true
@@ -220,13 +232,7 @@ impl Catalog {
     ) -> Result<bool, ApplyError> {
         let service = match self.services.get_mut(key) {
             Some(service) => {
-                if service.source != source {
-                    return Err(ApplyError::OwnedByOtherSource {
-                        key: key.clone(),
-                        owner: service.source.as_str().to_owned(),
-                        writer: source.as_str().to_owned(),
-                    });
-                }
+                check_owner(service, source)?;
                 service
             }
             None => {
@@ -275,16 +281,17 @@ impl Catalog {
         source: Source,
         spec: &ServiceSpec,
         endpoints: &[EndpointSpec],
-    ) -> bool {
+    ) -> Result<bool, ApplyError> {
         let wanted: BTreeMap<_, _> = endpoints.iter().map(|e| (e.id, e)).collect();
         if let Some(existing) = self.services.get(key) {
+            check_owner(existing, source)?;
             let same_endpoints = existing.endpoints.len() == wanted.len()
                 && existing
                     .endpoints
                     .iter()
                     .all(|(id, e)| wanted.get(id).is_some_and(|w| **w == e.spec));
-            if existing.source == source && existing.spec == *spec && same_endpoints {
-                return false;
+            if existing.spec == *spec && same_endpoints {
+                return Ok(false);
             }
         }
         self.tombstones.remove(key);
@@ -317,7 +324,7 @@ impl Catalog {
                 modify_index: index,
             },
         );
-        true
+        Ok(true)
     }
 
     fn trim_tombstones(&mut self) {
@@ -338,6 +345,19 @@ impl Catalog {
             self.tombstone_floor = self.tombstone_floor.max(deleted);
         }
     }
+}
+
+/// A source changes only the services it owns: the catalog file never takes over or removes
+/// what the API registered, nor the API what the file or Kubernetes own.
+fn check_owner(service: &Service, writer: Source) -> Result<(), ApplyError> {
+    if service.source == writer {
+        return Ok(());
+    }
+    Err(ApplyError::OwnedByOtherSource {
+        key: service.key.clone(),
+        owner: service.source.as_str().to_owned(),
+        writer: writer.as_str().to_owned(),
+    })
 }
 
 fn namespace_start(namespace: &str) -> ServiceKey {

@@ -41,6 +41,7 @@
 mod db;
 mod error;
 mod identity_file;
+mod journal;
 mod log_store;
 mod state_machine;
 

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::db::{self, Db, META, Recovered, SNAPSHOT, blocking, db_error, key};
 use super::error::StorageError;
+use super::journal::AppliedJournal;
+use crate::catalog::requests::{self, RequestTable};
 use crate::catalog::{BatchResponse, Catalog};
 use crate::catalog_handle::{AppliedState, CatalogHandle};
 use crate::types::{Entry, LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -22,6 +24,9 @@ type RaftResult<T> = Result<T, openraft::StorageError<NodeId>>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CatalogSnapshot {
     pub(crate) catalog: Catalog,
+    /// The record behind exactly-once writes; empty in snapshots from before it existed.
+    #[serde(default)]
+    pub(crate) requests: RequestTable,
     pub(crate) last_applied: Option<LogId>,
     pub(crate) last_membership: StoredMembership,
 }
@@ -66,6 +71,8 @@ impl CatalogSnapshot {
 pub struct StateMachineStore {
     db: Arc<Db>,
     catalog: CatalogHandle,
+    requests: RequestTable,
+    journal: AppliedJournal,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     /// The cluster id as mirrored in the meta table.
@@ -74,13 +81,23 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     pub(crate) fn new(db: Arc<Db>, recovered: Recovered) -> Self {
-        let (catalog, last_applied, last_membership) = match recovered.snapshot {
+        let (catalog, requests, last_applied, last_membership) = match recovered.snapshot {
             Some((_, payload)) => {
                 let state = payload.applied_state();
                 let handle = CatalogHandle::new(payload.catalog, state);
-                (handle, payload.last_applied, payload.last_membership)
+                (
+                    handle,
+                    payload.requests,
+                    payload.last_applied,
+                    payload.last_membership,
+                )
             }
-            None => (CatalogHandle::default(), None, StoredMembership::default()),
+            None => (
+                CatalogHandle::default(),
+                RequestTable::default(),
+                None,
+                StoredMembership::default(),
+            ),
         };
         let cluster_id = catalog
             .read(|c| c.cluster_id().map(str::to_owned))
@@ -88,6 +105,8 @@ impl StateMachineStore {
         Self {
             db,
             catalog,
+            requests,
+            journal: AppliedJournal::default(),
             last_applied,
             last_membership,
             cluster_id,
@@ -149,11 +168,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let index = entry.log_id.index;
                 let results = match entry.payload {
                     EntryPayload::Blank => Vec::new(),
-                    EntryPayload::Normal(batch) => batch
-                        .commands
-                        .iter()
-                        .map(|command| catalog.apply(index, command))
-                        .collect(),
+                    EntryPayload::Normal(batch) => {
+                        let applied =
+                            requests::apply_batch(&mut catalog, &mut self.requests, index, &batch);
+                        for id in &applied.applied_requests {
+                            self.journal.note(id, index);
+                        }
+                        count_outcomes(&applied.outcomes);
+                        applied.outcomes
+                    }
                     EntryPayload::Membership(membership) => {
                         self.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
@@ -180,6 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // into a snapshot that claims to end at `last_applied`.
         let payload = CatalogSnapshot {
             catalog: self.catalog.read(Catalog::clone),
+            requests: self.requests.clone(),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
         };
@@ -228,6 +252,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(snapshot_error)?;
 
         *self.catalog.write_guard() = payload.catalog;
+        self.requests = payload.requests;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         if cluster_id.is_some() {
@@ -255,6 +280,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+/// Counts what the state machine did with each request: applied, answered from the record, or
+/// refused. Every replica counts the same entries.
+fn count_outcomes(outcomes: &[crate::catalog::Outcome]) {
+    for outcome in outcomes {
+        let result = match (&outcome.result, outcome.duplicate) {
+            (_, true) => "duplicate",
+            (Ok(_), false) => "applied",
+            (Err(error), false) => error.kind(),
+        };
+        metrics::counter!("netting_catalog_commands_applied_total", "result" => result)
+            .increment(1);
     }
 }
 

@@ -13,7 +13,9 @@ use tempfile::TempDir;
 
 use super::db::{LOG, META, key};
 use super::{LogStore, NodeIdentity, StateMachineStore, StorageError, database_file, open};
-use crate::catalog::{CatalogCommand, CommandBatch, EndpointId, EndpointSpec, ServiceKey, Source};
+use crate::catalog::{
+    CatalogCommand, CommandBatch, EndpointId, EndpointSpec, RequestId, ServiceKey, Source,
+};
 use crate::catalog_handle::AppliedState;
 use crate::types::{Entry, LogId, Vote};
 
@@ -48,7 +50,7 @@ fn membership(term: u64, index: u64) -> Entry {
 fn commands(term: u64, index: u64, commands: Vec<CatalogCommand>) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(CommandBatch { commands }),
+        payload: EntryPayload::Normal(CommandBatch::new(commands.into_iter().map(|c| (None, c)))),
     }
 }
 
@@ -383,9 +385,14 @@ async fn apply_answers_per_command_and_publishes_the_applied_state() -> TestResu
     assert_eq!(responses.len(), 3);
     assert!(responses[0].results.is_empty());
     assert_eq!(responses[1].results.len(), 2);
-    assert!(responses[1].results[0].as_ref().is_ok_and(|a| a.changed));
     assert!(
-        responses[1].results[1].is_err(),
+        responses[1].results[0]
+            .result
+            .as_ref()
+            .is_ok_and(|a| a.changed)
+    );
+    assert!(
+        responses[1].results[1].result.is_err(),
         "a second cluster id is refused"
     );
     assert_eq!(responses[1].version, 2);
@@ -467,6 +474,40 @@ async fn state_machine_is_rebuilt_from_the_snapshot_on_reopen() -> TestResult {
     assert_eq!(last_applied, Some(log_id(2, 4)));
     assert_eq!(last_membership.log_id(), &Some(log_id(1, 1)));
     assert_eq!(sm.cluster_id(), Some("c-7"));
+    Ok(())
+}
+
+/// The record of applied requests is part of the snapshot: a replica restarted from it still
+/// answers a retry of a request applied before the snapshot from the record, without applying
+/// it again.
+#[tokio::test]
+async fn request_record_survives_a_snapshot_and_a_restart() -> TestResult {
+    let dir = TempDir::new()?;
+    let (mut log, mut sm) = open_node(dir.path(), 1);
+    let request = RequestId {
+        client: "writer-1".to_owned(),
+        sequence: 1,
+    };
+    let first = Entry {
+        log_id: log_id(1, 2),
+        payload: EntryPayload::Normal(CommandBatch::new([(
+            Some(request.clone()),
+            register("web", 1),
+        )])),
+    };
+    append_and_apply(&mut log, &mut sm, vec![membership(1, 1), first]).await?;
+    sm.get_snapshot_builder().await.build_snapshot().await?;
+    drop((log, sm));
+
+    let (_log, mut sm) = open_node(dir.path(), 1);
+    let retry = Entry {
+        log_id: log_id(1, 3),
+        payload: EntryPayload::Normal(CommandBatch::new([(Some(request), register("web", 1))])),
+    };
+    let responses = sm.apply([retry]).await?;
+    let outcome = &responses[0].results[0];
+    assert!(outcome.duplicate, "answered from the record: {outcome:?}");
+    assert_eq!(outcome.version, 2);
     Ok(())
 }
 

@@ -70,6 +70,7 @@ fn deregister_endpoint() {
     let cmd = CatalogCommand::DeregisterEndpoint {
         key: key("web"),
         endpoint: id,
+        source: Some(Source::Api),
     };
     assert_eq!(catalog.apply(5, &cmd), Ok(Applied { changed: true }));
     assert_eq!(
@@ -95,7 +96,13 @@ fn delete_leaves_tombstone_in_delta() {
     let mut catalog = Catalog::default();
     let _ = catalog.apply(1, &register("web", 1));
     let _ = catalog.apply(2, &register("api", 1));
-    let _ = catalog.apply(3, &CatalogCommand::DeleteService { key: key("web") });
+    let _ = catalog.apply(
+        3,
+        &CatalogCommand::DeleteService {
+            key: key("web"),
+            source: Some(Source::Api),
+        },
+    );
     let delta = catalog.changes_since(1).map(|c| {
         (
             c.upserted
@@ -118,7 +125,13 @@ fn delete_leaves_tombstone_in_delta() {
 fn recreate_clears_tombstone() {
     let mut catalog = Catalog::default();
     let _ = catalog.apply(1, &register("web", 1));
-    let _ = catalog.apply(2, &CatalogCommand::DeleteService { key: key("web") });
+    let _ = catalog.apply(
+        2,
+        &CatalogCommand::DeleteService {
+            key: key("web"),
+            source: Some(Source::Api),
+        },
+    );
     let _ = catalog.apply(3, &register("web", 1));
     assert_eq!(catalog.tombstone_count(), 0);
     assert_eq!(catalog.changes_since(1).map(|c| c.removed.len()), Some(0));
@@ -133,7 +146,13 @@ fn dropped_tombstones_force_snapshot() {
         let name = format!("svc-{i}");
         let base = u64::from(i) * 2 + 1;
         let _ = catalog.apply(base, &register(&name, 1));
-        let _ = catalog.apply(base + 1, &CatalogCommand::DeleteService { key: key(&name) });
+        let _ = catalog.apply(
+            base + 1,
+            &CatalogCommand::DeleteService {
+                key: key(&name),
+                source: Some(Source::Api),
+            },
+        );
     }
     assert!(catalog.tombstone_count() <= 11);
     assert!(catalog.changes_since(0).is_none());
@@ -215,7 +234,13 @@ fn catalog_round_trips_through_json() {
     let mut catalog = Catalog::default();
     let _ = catalog.apply(1, &register("web", 1));
     let _ = catalog.apply(2, &register("api", 2));
-    let _ = catalog.apply(3, &CatalogCommand::DeleteService { key: key("api") });
+    let _ = catalog.apply(
+        3,
+        &CatalogCommand::DeleteService {
+            key: key("api"),
+            source: Some(Source::Api),
+        },
+    );
     let json = serde_json::to_vec(&catalog).map_err(|e| e.to_string());
     let back: Result<Catalog, String> =
         json.and_then(|j| serde_json::from_slice(&j).map_err(|e| e.to_string()));
@@ -241,7 +266,13 @@ fn namespace_ranges() {
             spec: None,
         },
     );
-    let _ = catalog.apply(4, &CatalogCommand::DeleteService { key: key("api") });
+    let _ = catalog.apply(
+        4,
+        &CatalogCommand::DeleteService {
+            key: key("api"),
+            source: Some(Source::Api),
+        },
+    );
     let names: Vec<_> = catalog
         .in_namespace("default")
         .map(|s| s.key.name.clone())
@@ -256,4 +287,67 @@ fn namespace_ranges() {
     assert_eq!(dead, vec![("api".to_owned(), 4)]);
     assert_eq!(catalog.tombstone(&key("api")), Some(4));
     assert!(catalog.delta_possible_since(0));
+}
+
+fn put_from_file(name: &str) -> CatalogCommand {
+    CatalogCommand::PutService {
+        key: key(name),
+        source: Source::File,
+        spec: ServiceSpec::default(),
+        endpoints: vec![endpoint(9)],
+    }
+}
+
+/// A source never changes what another owns: the catalog file cannot take over a service the
+/// API registered, nor the API remove one of the file's. The refusal names the owner, and the
+/// catalog (its version too) is as it was.
+#[test]
+fn a_source_cannot_change_a_service_another_owns() {
+    let mut catalog = Catalog::default();
+    let _ = catalog.apply(1, &register("web", 1));
+    let _ = catalog.apply(2, &put_from_file("files"));
+    let before = catalog.clone();
+
+    let refused = [
+        put_from_file("web"),
+        CatalogCommand::DeleteService {
+            key: key("files"),
+            source: Some(Source::Api),
+        },
+        CatalogCommand::DeregisterEndpoint {
+            key: key("files"),
+            endpoint: endpoint(9).id,
+            source: Some(Source::Api),
+        },
+        register("files", 2),
+    ];
+    for (offset, command) in (3..).zip(refused.iter()) {
+        let answer = catalog.apply(offset, command);
+        assert!(
+            matches!(&answer, Err(ApplyError::OwnedByOtherSource { owner, .. }) if owner == "api" || owner == "file"),
+            "{} was not refused: {answer:?}",
+            command.kind()
+        );
+    }
+    assert_eq!(catalog, before);
+    let message = catalog
+        .apply(9, &put_from_file("web"))
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        message.as_deref(),
+        Some("service default/web is owned by source api, not file")
+    );
+}
+
+/// Entries written before removals named their source are applied as they were then.
+#[test]
+fn removals_without_a_source_are_not_checked() {
+    let mut catalog = Catalog::default();
+    let _ = catalog.apply(1, &put_from_file("files"));
+    let legacy = CatalogCommand::DeleteService {
+        key: key("files"),
+        source: None,
+    };
+    assert_eq!(catalog.apply(2, &legacy), Ok(Applied { changed: true }));
 }

@@ -11,7 +11,7 @@ use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership};
 use serde::Serialize;
 
 use super::*;
-use crate::catalog::{CatalogCommand, CommandBatch, ServiceKey};
+use crate::catalog::{CatalogCommand, CommandBatch, RequestId, ServiceKey, Source};
 use crate::types::{Entry, LogId, SnapshotMeta, StoredMembership, Vote};
 
 fn log_id(term: u64, node: u64, index: u64) -> LogId {
@@ -35,7 +35,15 @@ fn batch() -> CommandBatch {
             },
             CatalogCommand::DeleteService {
                 key: ServiceKey::new("shop", "cart").unwrap(),
+                source: Some(Source::File),
             },
+        ],
+        request_ids: vec![
+            None,
+            Some(RequestId {
+                client: "nettingctl-1".to_owned(),
+                sequence: 3,
+            }),
         ],
     }
 }
