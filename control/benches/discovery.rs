@@ -237,6 +237,7 @@ fn endpoint_request(service: usize, endpoint: usize, zone: &str) -> cpb::Registe
             max_retries: 2,
             load_balancer: "round_robin".into(),
         }),
+        request_id: None,
     }
 }
 

@@ -242,16 +242,30 @@ fn validate_service(service: &FileService) -> Result<DesiredService, InvalidFiel
     })
 }
 
-/// The commands that make the file-owned part of `catalog` match `desired`: a put for every
-/// service that is new or differs, a delete for every file-owned service the file no longer
-/// lists. Services owned by other sources are never deleted.
-pub fn reconcile(catalog: &Catalog, desired: &[DesiredService]) -> Vec<CatalogCommand> {
-    let mut commands = Vec::new();
+/// What reconciling the file proposes, and what it leaves alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconcile {
+    /// A put for every service that is new or differs, a delete for every file-owned service
+    /// the file no longer lists.
+    pub commands: Vec<CatalogCommand>,
+    /// Services the file lists that another source owns: never proposed (the state machine
+    /// would refuse them anyway), reported so an operator can rename or remove them.
+    pub conflicts: Vec<(ServiceKey, Source)>,
+}
+
+/// The commands that make the file-owned part of `catalog` match `desired`. Services owned by
+/// other sources are never changed or deleted.
+pub fn reconcile(catalog: &Catalog, desired: &[DesiredService]) -> Reconcile {
+    let mut plan = Reconcile::default();
     let wanted: BTreeSet<&ServiceKey> = desired.iter().map(|d| &d.key).collect();
     for service in desired {
-        let up_to_date = catalog.get(&service.key).is_some_and(|current| {
-            current.source == Source::File
-                && current.spec == service.spec
+        let current = catalog.get(&service.key);
+        if let Some(current) = current.filter(|c| c.source != Source::File) {
+            plan.conflicts.push((service.key.clone(), current.source));
+            continue;
+        }
+        let up_to_date = current.is_some_and(|current| {
+            current.spec == service.spec
                 && current.endpoints.len() == service.endpoints.len()
                 && service
                     .endpoints
@@ -259,7 +273,7 @@ pub fn reconcile(catalog: &Catalog, desired: &[DesiredService]) -> Vec<CatalogCo
                     .all(|e| current.endpoints.get(&e.id).is_some_and(|c| c.spec == *e))
         });
         if !up_to_date {
-            commands.push(CatalogCommand::PutService {
+            plan.commands.push(CatalogCommand::PutService {
                 key: service.key.clone(),
                 source: Source::File,
                 spec: service.spec.clone(),
@@ -269,12 +283,13 @@ pub fn reconcile(catalog: &Catalog, desired: &[DesiredService]) -> Vec<CatalogCo
     }
     for owned in catalog.owned_by(Source::File) {
         if !wanted.contains(&owned.key) {
-            commands.push(CatalogCommand::DeleteService {
+            plan.commands.push(CatalogCommand::DeleteService {
                 key: owned.key.clone(),
+                source: Some(Source::File),
             });
         }
     }
-    commands
+    plan
 }
 
 #[cfg(test)]

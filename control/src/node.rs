@@ -32,6 +32,7 @@ use crate::grpc::Replica;
 use crate::grpc::catalog::CatalogService;
 use crate::grpc::cluster::ClusterService;
 use crate::grpc::discovery::{DiscoveryLimits, DiscoveryService};
+use crate::grpc::request_ids::RequestIds;
 
 /// Entries in flight from the catalog writer at once: enough to keep the pipeline busy while
 /// one batch is being fsynced, few enough that batches stay large under load.
@@ -133,6 +134,7 @@ pub async fn run(config: ReplicaConfig) -> anyhow::Result<()> {
         catalog: catalog.clone(),
         writer: writer.clone(),
         channels: channels.clone(),
+        request_ids: Arc::new(RequestIds::new(config.node_id)),
         leader_wait: config.write_timeout,
         max_request_bytes: config.max_request_bytes,
         startup_log_index,
@@ -353,7 +355,9 @@ async fn ensure_cluster_id(raft: &Raft, catalog: &CatalogHandle, writer: &Addr<C
     }
     let cluster_id = uuid::Uuid::new_v4().to_string();
     match writer
-        .send(Propose(CatalogCommand::InitCluster { cluster_id }))
+        .send(Propose::internal(CatalogCommand::InitCluster {
+            cluster_id,
+        }))
         .await
     {
         Ok(Ok(done)) => tracing::info!(version = done.version, "cluster id fixed"),

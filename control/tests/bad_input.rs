@@ -155,6 +155,7 @@ async fn deregister_of_unknown_service_or_endpoint_is_not_found() {
         namespace: "default".into(),
         service: "ghost".into(),
         endpoint: None,
+        request_id: None,
     };
     let unknown_endpoint = pb::DeregisterRequest {
         namespace: "default".into(),
@@ -163,6 +164,7 @@ async fn deregister_of_unknown_service_or_endpoint_is_not_found() {
             address: "10.0.0.2".into(),
             port: 8080,
         }),
+        request_id: None,
     };
     let unknown_endpoint_of_unknown_service = pb::DeregisterRequest {
         namespace: "default".into(),
@@ -171,6 +173,7 @@ async fn deregister_of_unknown_service_or_endpoint_is_not_found() {
             address: "10.0.0.1".into(),
             port: 8080,
         }),
+        request_id: None,
     };
     for (case, request) in [
         ("unknown service", unknown_service),
@@ -240,6 +243,7 @@ async fn bad_input_to_a_follower_is_refused_before_forwarding() {
             address: "not-an-ip".into(),
             port: 8080,
         }),
+        request_id: None,
     };
     let status = follower
         .catalog()

@@ -296,3 +296,79 @@ async fn emptied_file_deletes_nothing() {
     assert_all_hold(&cluster, &edited, "after the empty file").await;
     assert_eq!(cluster.wait_converged(version).await, version);
 }
+
+/// Ownership holds both ways: the API cannot change or remove a service the file owns (the
+/// refusal names the owner and the refusal is counted), and a service the API registered that
+/// the file also lists stays the API's, with the conflict counted and logged for that service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_never_change_each_others_services() {
+    let (_files, path) = catalog_dir();
+    write_atomically(&path, EDITED);
+    let path_arg = path.to_str().unwrap().to_owned();
+    let cluster = TestCluster::start(1, &["--catalog-file", &path_arg]).await;
+    let edited = file_view(&[("default/web", &["10.0.0.1:8080", "10.0.0.3:8080"])]);
+    wait_all_hold(&cluster, &edited, "initial file").await;
+    let leader = cluster.wait_for_leader().await;
+    let replica = cluster.replica(leader);
+    let mut client = replica.catalog().await;
+
+    let refused = client
+        .register(register_request("web", 9))
+        .await
+        .expect_err("the API must not change a file-owned service");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("owned by source file"),
+        "{refused:?}"
+    );
+    let removal = client
+        .deregister(pb::DeregisterRequest {
+            namespace: "default".into(),
+            service: "web".into(),
+            endpoint: None,
+            request_id: None,
+        })
+        .await
+        .expect_err("the API must not remove a file-owned service");
+    assert_eq!(removal.code(), Code::FailedPrecondition, "{removal:?}");
+    let refusals = labelled_metric(
+        &replica.metrics().await,
+        "netting_catalog_writes_refused_total",
+        "reason=\"owned_by_other_source\"",
+    );
+    assert_eq!(refusals, 2.0);
+    assert_all_hold(&cluster, &edited, "after the API's attempts").await;
+
+    // The API registers `db`; then the file lists `db` too.
+    register_retrying(replica, register_request("db", 7)).await;
+    write_atomically(&path, WITH_DB);
+    let conflicts = wait_until(PATIENCE, || async {
+        let text = cluster.replica(leader).metrics().await;
+        (metric_value(&text, "netting_catalog_file_conflicts") >= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        conflicts.is_some(),
+        "no conflict counted\n{}",
+        cluster.logs()
+    );
+    let db = client
+        .get_service(pb::GetServiceRequest {
+            namespace: "default".into(),
+            service: "db".into(),
+            consistency: pb::Consistency::Linearizable as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(db.source, "api");
+    assert_eq!(db.endpoints.len(), 1);
+    assert!(
+        replica
+            .log_text()
+            .contains("the catalog file lists a service another source owns"),
+        "the conflict was not logged"
+    );
+}

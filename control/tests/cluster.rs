@@ -237,6 +237,7 @@ async fn full_restart_recovers_catalog() {
         namespace: "default".into(),
         service: "svc-0".into(),
         endpoint: None,
+        request_id: None,
     };
     let version = cluster
         .replica(leader)

@@ -30,6 +30,7 @@ async fn delete_service(replica: &Replica, namespace: &str, service: &str) -> u6
             namespace: namespace.into(),
             service: service.into(),
             endpoint: None,
+            request_id: None,
         })
         .await
         .unwrap()

@@ -250,6 +250,7 @@ fn deregister_request(namespace: &str, service: &str, key: &RegisterKey) -> pb::
             address: key.address.clone(),
             port: key.port,
         }),
+        request_id: None,
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use netting_raft::CatalogHandle;
+use netting_raft::catalog::ApplyError;
 use notify::{RecursiveMode, Watcher};
 
 use super::catalog_writer::{Propose, ProposeError};
@@ -138,14 +139,34 @@ async fn reconcile_once(path: PathBuf, catalog: CatalogHandle, writer: Recipient
             return;
         }
     };
-    let commands = catalog.read(|c| catalog_file::reconcile(c, &desired));
-    if commands.is_empty() {
+    let plan = catalog.read(|c| catalog_file::reconcile(c, &desired));
+    metrics::gauge!("netting_catalog_file_conflicts").set(plan.conflicts.len() as f64);
+    for (key, owner) in &plan.conflicts {
+        tracing::warn!(path = %path.display(), service = %key, owner = owner.as_str(),
+            "the catalog file lists a service another source owns; leaving it to its owner");
+    }
+    if plan.commands.is_empty() {
         return;
     }
-    tracing::info!(path = %path.display(), commands = commands.len(), "proposing catalog file changes");
+    tracing::info!(path = %path.display(), commands = plan.commands.len(), "proposing catalog file changes");
     // Sent together so the writer batches them into as few entries as possible.
-    let answers =
-        futures::future::join_all(commands.into_iter().map(|c| writer.send(Propose(c)))).await;
+    let answers = futures::future::join_all(
+        plan.commands
+            .into_iter()
+            .map(|c| writer.send(Propose::internal(c))),
+    )
+    .await;
+    for answer in &answers {
+        // Another source took the service between the read above and the write.
+        if let Ok(Err(ProposeError::Refused {
+            error: error @ ApplyError::OwnedByOtherSource { key, owner, .. },
+            ..
+        })) = answer
+        {
+            tracing::warn!(path = %path.display(), service = %key, owner = %owner, %error,
+                "the catalog file's change was refused; leaving the service to its owner");
+        }
+    }
     let failed = answers
         .iter()
         .filter(|a| !matches!(a, Ok(Ok(_)) | Ok(Err(ProposeError::Refused { .. }))))

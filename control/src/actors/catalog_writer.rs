@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use netting_raft::catalog::{
-    Applied, ApplyError, BatchResponse, CatalogCommand, CommandBatch, LogIndex,
+    Applied, ApplyError, BatchResponse, CatalogCommand, CommandBatch, LogIndex, RequestId,
 };
 use netting_raft::{NodeId, Raft};
 use openraft::error::{ClientWriteError, RaftError};
@@ -21,7 +21,30 @@ use tokio::sync::oneshot;
 /// Proposes one catalog command and answers once it is committed and applied.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Proposed, ProposeError>")]
-pub struct Propose(pub CatalogCommand);
+pub struct Propose {
+    pub command: CatalogCommand,
+    /// Set for a client's write, so that a retry of it is applied at most once.
+    pub request: Option<RequestId>,
+}
+
+impl Propose {
+    /// A client's write, named by its request id.
+    pub fn request(request: RequestId, command: CatalogCommand) -> Self {
+        Self {
+            command,
+            request: Some(request),
+        }
+    }
+
+    /// A write of the replica's own (bootstrap, a reconciling source) that is safe to apply
+    /// again as it is.
+    pub fn internal(command: CatalogCommand) -> Self {
+        Self {
+            command,
+            request: None,
+        }
+    }
+}
 
 /// A committed command and what it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +55,8 @@ pub struct Proposed {
     /// Log index of that entry.
     pub log_index: LogIndex,
     pub leader_id: NodeId,
+    /// The request had been applied before; `applied` and `version` are from then.
+    pub duplicate: bool,
 }
 
 /// Why a proposal did not commit, or committed with a refusal.
@@ -97,7 +122,7 @@ impl BatchCommitter for Raft {
 }
 
 struct Pending {
-    command: CatalogCommand,
+    proposal: Propose,
     reply: oneshot::Sender<Result<Proposed, ProposeError>>,
     queued_at: Instant,
 }
@@ -163,7 +188,7 @@ impl<C: BatchCommitter> Handler<Propose> for CatalogWriter<C> {
     fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         self.queue.push_back(Pending {
-            command: msg.0,
+            proposal: msg,
             reply,
             queued_at: Instant::now(),
         });
@@ -173,27 +198,42 @@ impl<C: BatchCommitter> Handler<Propose> for CatalogWriter<C> {
 }
 
 async fn write_batch<C: BatchCommitter>(raft: C, node_id: NodeId, batch: Vec<Pending>) {
-    let (commands, waiters): (Vec<_>, Vec<_>) = batch
+    let (requests, waiters): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .map(|p| (p.command, (p.reply, p.queued_at)))
+        .map(|p| {
+            (
+                (p.proposal.request, p.proposal.command),
+                (p.reply, p.queued_at),
+            )
+        })
         .unzip();
     let started = Instant::now();
-    let result = raft.commit(CommandBatch { commands }).await;
+    let result = raft.commit(CommandBatch::new(requests)).await;
     metrics::histogram!("netting_catalog_write_seconds").record(started.elapsed().as_secs_f64());
     match result {
         Ok(committed) => {
-            let version = committed.response.version;
             let log_index = committed.log_index;
             let mut results = committed.response.results.into_iter();
             for (reply, queued_at) in waiters {
                 let answer = match results.next() {
-                    Some(Ok(applied)) => Ok(Proposed {
-                        applied,
-                        version,
-                        log_index,
-                        leader_id: node_id,
-                    }),
-                    Some(Err(error)) => Err(ProposeError::Refused { error, version }),
+                    Some(outcome) => match outcome.result {
+                        Ok(applied) => Ok(Proposed {
+                            applied,
+                            version: outcome.version,
+                            log_index,
+                            leader_id: node_id,
+                            duplicate: outcome.duplicate,
+                        }),
+                        Err(error) => {
+                            metrics::counter!("netting_catalog_writes_refused_total",
+                                "reason" => error.kind())
+                            .increment(1);
+                            Err(ProposeError::Refused {
+                                error,
+                                version: outcome.version,
+                            })
+                        }
+                    },
                     // The state machine answers every command of a batch; a short answer is a
                     // bug, and the caller must not believe its command was applied.
                     None => Err(ProposeError::Unavailable(

@@ -121,16 +121,17 @@ fn reconcile_diffs_file_owned_services() {
     let mut index = apply_all(&mut catalog, &[api_owned], 0);
 
     let desired = parse(Path::new("c.yaml"), FILE).unwrap();
-    let first = reconcile(&catalog, &desired);
+    let first = reconcile(&catalog, &desired).commands;
     assert_eq!(first.len(), 2);
     index = apply_all(&mut catalog, &first, index);
-    assert!(
-        reconcile(&catalog, &desired).is_empty(),
+    assert_eq!(
+        reconcile(&catalog, &desired),
+        Reconcile::default(),
         "a second pass proposes nothing"
     );
 
     let only_web = parse(Path::new("c.yaml"), "services: [{name: web}]").unwrap();
-    let second = reconcile(&catalog, &only_web);
+    let second = reconcile(&catalog, &only_web).commands;
     let kinds: Vec<_> = second.iter().map(CatalogCommand::kind).collect();
     assert_eq!(kinds, vec!["put_service", "delete_service"]);
     apply_all(&mut catalog, &second, index);
@@ -144,4 +145,41 @@ fn reconcile_diffs_file_owned_services() {
             .get(&ServiceKey::new("default", "api").unwrap())
             .is_none()
     );
+}
+
+/// A service the file lists but the API registered is left to the API: nothing is proposed for
+/// it, and it is reported as a conflict naming its owner.
+#[test]
+fn reconcile_leaves_services_other_sources_own() {
+    let mut catalog = Catalog::default();
+    let api_owned = CatalogCommand::RegisterEndpoint {
+        key: ServiceKey::new("default", "web").unwrap(),
+        source: Source::Api,
+        endpoint: EndpointSpec {
+            id: EndpointId {
+                address: "10.1.1.1".parse().unwrap(),
+                port: 1,
+            },
+            ready: true,
+            zone: None,
+            pod: None,
+        },
+        spec: None,
+    };
+    apply_all(&mut catalog, &[api_owned], 0);
+    let desired = parse(Path::new("c.yaml"), FILE).unwrap();
+    let plan = reconcile(&catalog, &desired);
+    assert_eq!(
+        plan.conflicts,
+        vec![(ServiceKey::new("default", "web").unwrap(), Source::Api)]
+    );
+    let proposed: Vec<_> = plan
+        .commands
+        .iter()
+        .map(|c| match c {
+            CatalogCommand::PutService { key, .. } => key.name.clone(),
+            other => other.kind().to_owned(),
+        })
+        .collect();
+    assert_eq!(proposed, vec!["api"]);
 }

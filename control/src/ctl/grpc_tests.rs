@@ -134,6 +134,7 @@ impl Catalog for FakeReplica {
         Ok(Response::new(WriteResponse {
             version: 42,
             leader_id: 1,
+            duplicate: false,
         }))
     }
 
@@ -146,6 +147,7 @@ impl Catalog for FakeReplica {
         Ok(Response::new(WriteResponse {
             version: 43,
             leader_id: 1,
+            duplicate: false,
         }))
     }
 

@@ -213,6 +213,7 @@ mod tests {
                 6,
                 &CatalogCommand::DeleteService {
                     key: key("prod", "db"),
+                    source: Some(Source::Api),
                 },
             )
             .unwrap();
@@ -221,6 +222,7 @@ mod tests {
                 7,
                 &CatalogCommand::DeleteService {
                     key: key("prod", "cache"),
+                    source: Some(Source::Api),
                 },
             )
             .unwrap();
@@ -246,6 +248,7 @@ mod tests {
                     i * 2 + 2,
                     &CatalogCommand::DeleteService {
                         key: key("default", &name),
+                        source: Some(Source::Api),
                     },
                 )
                 .unwrap();

@@ -9,6 +9,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::request_ids::IdentifiedWrite;
 use super::routing::{self, Replica, Route};
 use crate::actors::catalog_writer::Propose;
 
@@ -24,7 +25,8 @@ impl CatalogService {
     }
 
     /// Proposes `command` on the leader, forwarding the original request there when this
-    /// replica does not lead.
+    /// replica does not lead. A request without an id gets one here, before it is proposed or
+    /// forwarded, so every retry below is of the same request.
     async fn write<Req, Fwd, Fut>(
         &self,
         request: Request<Req>,
@@ -32,12 +34,20 @@ impl CatalogService {
         forward: Fwd,
     ) -> Result<Response<pb::WriteResponse>, Status>
     where
-        Req: Clone,
+        Req: IdentifiedWrite,
         Fwd: Fn(CatalogClient<tonic::transport::Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<pb::WriteResponse>, Status>>,
     {
         let already_forwarded = routing::is_forwarded(&request);
-        let body = request.into_inner();
+        let mut body = request.into_inner();
+        let request_id = match convert::request_id(body.request_id()).map_err(invalid)? {
+            Some(id) => id,
+            None => {
+                let id = self.replica.request_ids.next();
+                body.set_request_id(convert::request_id_to_proto(&id));
+                id
+            }
+        };
         let deadline = self.replica.leader_deadline();
         loop {
             match self.replica.route(deadline).await? {
@@ -45,14 +55,21 @@ impl CatalogService {
                     let answer = self
                         .replica
                         .writer
-                        .send(Propose(command.clone()))
+                        .send(Propose::request(request_id.clone(), command.clone()))
                         .await
                         .map_err(|_| Status::unavailable("the replica is shutting down"))?;
                     match answer {
                         Ok(done) => {
+                            if done.duplicate {
+                                metrics::counter!("netting_catalog_duplicate_requests_total")
+                                    .increment(1);
+                                tracing::debug!(request = %request_id, version = done.version,
+                                    "answered a repeated request from the record");
+                            }
                             return Ok(Response::new(pb::WriteResponse {
                                 version: done.version,
                                 leader_id: done.leader_id,
+                                duplicate: done.duplicate,
                             }));
                         }
                         Err(crate::actors::catalog_writer::ProposeError::NotLeader { .. })

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use netting_proto::catalog::v1 as pb;
 use netting_raft::catalog::validate::{self, InvalidField};
 use netting_raft::catalog::{
-    CatalogCommand, EndpointId, EndpointSpec, Service, ServiceKey, ServicePolicy, ServiceSpec,
-    Source,
+    CatalogCommand, EndpointId, EndpointSpec, RequestId, Service, ServiceKey, ServicePolicy,
+    ServiceSpec, Source,
 };
 
 pub fn register_command(req: &pb::RegisterRequest) -> Result<CatalogCommand, InvalidField> {
@@ -38,9 +38,38 @@ pub fn deregister_command(req: &pb::DeregisterRequest) -> Result<CatalogCommand,
                 address: address("endpoint.address", &id.address)?,
                 port: validate::port("endpoint.port", id.port)?,
             },
+            source: Some(Source::Api),
         },
-        None => CatalogCommand::DeleteService { key },
+        None => CatalogCommand::DeleteService {
+            key,
+            source: Some(Source::Api),
+        },
     })
+}
+
+/// A write's request id, when its client sent one.
+pub fn request_id(id: Option<&pb::RequestId>) -> Result<Option<RequestId>, InvalidField> {
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    validate::request_client("request_id.client", &id.client)?;
+    if id.sequence == 0 {
+        return Err(InvalidField::new(
+            "request_id.sequence",
+            "must be greater than 0",
+        ));
+    }
+    Ok(Some(RequestId {
+        client: id.client.clone(),
+        sequence: id.sequence,
+    }))
+}
+
+pub fn request_id_to_proto(id: &RequestId) -> pb::RequestId {
+    pb::RequestId {
+        client: id.client.clone(),
+        sequence: id.sequence,
+    }
 }
 
 pub fn service_key(namespace: &str, name: &str) -> Result<ServiceKey, InvalidField> {
@@ -231,10 +260,35 @@ mod tests {
             namespace: "default".into(),
             service: "web".into(),
             endpoint: None,
+            request_id: None,
         };
         assert!(matches!(
             deregister_command(&req).unwrap(),
-            CatalogCommand::DeleteService { .. }
+            CatalogCommand::DeleteService {
+                source: Some(Source::Api),
+                ..
+            }
         ));
+    }
+
+    /// A request id is optional; a bad one is refused naming its field.
+    #[test]
+    fn request_ids_are_checked() {
+        let id = |client: &str, sequence| {
+            request_id(Some(&pb::RequestId {
+                client: client.into(),
+                sequence,
+            }))
+        };
+        assert_eq!(request_id(None), Ok(None));
+        assert_eq!(
+            id("nettingctl-4f2a", 3).map(|id| id.map(|id| id.to_string())),
+            Ok(Some("nettingctl-4f2a#3".to_owned()))
+        );
+        let field = |result: Result<Option<RequestId>, InvalidField>| result.unwrap_err().field;
+        assert_eq!(field(id("", 1)), "request_id.client");
+        assert_eq!(field(id("two words", 1)), "request_id.client");
+        assert_eq!(field(id(&"x".repeat(129), 1)), "request_id.client");
+        assert_eq!(field(id("c", 0)), "request_id.sequence");
     }
 }

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod convert;
 pub mod discovery;
+pub mod request_ids;
 pub mod routing;
 
 pub use routing::Replica;
@@ -14,5 +15,9 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         "netting_catalog_forwarded_total",
         "Catalog writes this replica forwarded to the leader"
+    );
+    metrics::describe_counter!(
+        "netting_catalog_duplicate_requests_total",
+        "Catalog writes answered from the record of an earlier application of the same request id"
     );
 }

@@ -4,8 +4,9 @@
 //! channel it keeps per peer, marking the request as forwarded. A replica that receives a
 //! forwarded request but has lost leadership in the meantime answers UNAVAILABLE instead of
 //! forwarding again, so a request never loops; the original replica then waits for the new
-//! leader and tries once more. Every catalog command is idempotent, so a retry after an
-//! unknown outcome is safe.
+//! leader and tries once more. The retry carries the request id the first replica gave the
+//! write, so when the first try did commit, the state machine answers the retry with that
+//! first result instead of applying it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use super::request_ids::RequestIds;
 use crate::actors::catalog_writer::{CatalogWriter, ProposeError};
 
 /// Metadata key marking a request a follower forwarded to the leader.
@@ -34,6 +36,8 @@ pub struct Replica {
     pub catalog: CatalogHandle,
     pub writer: Addr<CatalogWriter>,
     pub channels: Arc<PeerChannels>,
+    /// Ids for writes that arrive without one.
+    pub request_ids: Arc<RequestIds>,
     /// How long a request may wait for a leader.
     pub leader_wait: Duration,
     pub max_request_bytes: usize,
@@ -194,7 +198,7 @@ pub fn propose_status(err: ProposeError) -> Status {
             Status::unavailable("leadership changed during the write")
         }
         ProposeError::Unavailable(why) => Status::unavailable(format!(
-            "the write's outcome is unknown ({why}); it is safe to retry"
+            "the write's outcome is unknown ({why}); send it again with the same request id to apply it at most once and learn its outcome"
         )),
         ProposeError::WriterGone => Status::unavailable("the replica is shutting down"),
     }
@@ -205,7 +209,9 @@ fn apply_status(error: &ApplyError) -> Status {
         ApplyError::ServiceNotFound(_) | ApplyError::EndpointNotFound { .. } => {
             Status::not_found(error.to_string())
         }
-        ApplyError::OwnedByOtherSource { .. } => Status::failed_precondition(error.to_string()),
+        ApplyError::OwnedByOtherSource { .. } | ApplyError::RequestExpired { .. } => {
+            Status::failed_precondition(error.to_string())
+        }
         ApplyError::ClusterIdAlreadySet(_) => Status::already_exists(error.to_string()),
     }
 }

@@ -53,6 +53,29 @@ pub fn dns_label(field: &str, value: &str) -> Result<(), InvalidField> {
     Ok(())
 }
 
+pub const MAX_REQUEST_CLIENT_LEN: usize = 128;
+
+/// A request id's client part: 1–128 characters of printable ASCII without spaces, so that it
+/// reads unambiguously in logs.
+pub fn request_client(field: &str, value: &str) -> Result<(), InvalidField> {
+    if value.is_empty() {
+        return Err(InvalidField::new(field, "must not be empty"));
+    }
+    if value.len() > MAX_REQUEST_CLIENT_LEN {
+        return Err(InvalidField::new(
+            field,
+            format!("longer than {MAX_REQUEST_CLIENT_LEN} characters"),
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(InvalidField::new(
+            field,
+            "may only contain printable ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// A TCP port: 1–65535.
 pub fn port(field: &str, value: u32) -> Result<u16, InvalidField> {
     match u16::try_from(value) {

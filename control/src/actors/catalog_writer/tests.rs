@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use netting_raft::catalog::ServiceKey;
+use netting_raft::catalog::{Outcome, ServiceKey, Source};
 use tokio::sync::Notify;
 
 use super::*;
@@ -30,7 +30,11 @@ impl BatchCommitter for HeldCommits {
             let results = batch
                 .commands
                 .iter()
-                .map(|_| Ok(Applied { changed: true }))
+                .map(|_| Outcome {
+                    result: Ok(Applied { changed: true }),
+                    version: index,
+                    duplicate: false,
+                })
                 .collect();
             Ok(Committed {
                 log_index: index,
@@ -46,6 +50,7 @@ impl BatchCommitter for HeldCommits {
 fn command(i: usize) -> CatalogCommand {
     CatalogCommand::DeleteService {
         key: ServiceKey::new("default", &format!("svc-{i}")).unwrap(),
+        source: Some(Source::Api),
     }
 }
 
@@ -70,14 +75,14 @@ async fn concurrent_proposals_share_an_entry() {
     let committer = HeldCommits::default();
     let writer = CatalogWriter::new(committer.clone(), 7, 512, 2).start();
 
-    let first = writer.send(Propose(command(0)));
-    let second = writer.send(Propose(command(1)));
+    let first = writer.send(Propose::internal(command(0)));
+    let second = writer.send(Propose::internal(command(1)));
     let first = actix::spawn(first);
     let second = actix::spawn(second);
     until_batches(&committer, 2).await;
 
     let queued: Vec<_> = (2..12)
-        .map(|i| actix::spawn(writer.send(Propose(command(i)))))
+        .map(|i| actix::spawn(writer.send(Propose::internal(command(i)))))
         .collect();
     // Both slots are busy: the ten wait. Release the first entry; they go out as one batch.
     actix::clock::sleep(std::time::Duration::from_millis(20)).await;
@@ -102,7 +107,7 @@ async fn batches_are_capped() {
     let committer = HeldCommits::default();
     let writer = CatalogWriter::new(committer.clone(), 1, 4, 1).start();
     let answers: Vec<_> = (0..9)
-        .map(|i| actix::spawn(writer.send(Propose(command(i)))))
+        .map(|i| actix::spawn(writer.send(Propose::internal(command(i)))))
         .collect();
     until_batches(&committer, 1).await;
     for _ in 0..3 {
@@ -137,7 +142,9 @@ async fn failure_reaches_every_caller() {
         }
     }
     let writer = CatalogWriter::new(NotLeader, 1, 8, 1).start();
-    let answers: Vec<_> = (0..3).map(|i| writer.send(Propose(command(i)))).collect();
+    let answers: Vec<_> = (0..3)
+        .map(|i| writer.send(Propose::internal(command(i))))
+        .collect();
     for answer in answers {
         assert!(matches!(
             answer.await.unwrap(),

@@ -330,6 +330,7 @@ pub fn register_request(args: &RegisterArgs) -> Result<RegisterRequest, CtlError
             .collect(),
         labels,
         policy,
+        request_id: None,
     })
 }
 
@@ -352,6 +353,7 @@ pub fn deregister_request(args: &DeregisterArgs) -> Result<DeregisterRequest, Ct
         namespace: args.service.namespace.clone(),
         service: args.service.name.clone(),
         endpoint,
+        request_id: None,
     })
 }
 

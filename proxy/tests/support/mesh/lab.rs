@@ -344,6 +344,7 @@ impl MeshLab {
                 address: endpoint.ip().to_string(),
                 port: u32::from(endpoint.port()),
             }),
+            request_id: None,
         };
         let mut catalog = self.catalog();
         match catalog.deregister(request).await {
