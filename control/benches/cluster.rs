@@ -18,6 +18,7 @@
 //! | `NETTING_BENCH_FAILOVERS` | 20 | leader kills |
 //! | `NETTING_BENCH_PROBE_MS` | 5 | interval between writes while measuring failover |
 //! | `NETTING_BENCH_NETTING_ARGS` | none | extra flags for every replica, space-separated (e.g. other Raft timings) |
+//! | `NETTING_BENCH_BIN` | this build's | the `netting-control` binary to run (to compare builds under one load) |
 //! | `NETTING_BENCH_ETCD` | 1 | 0 skips etcd |
 //! | `NETTING_BENCH_ETCD_HEARTBEAT_MS` / `_ELECTION_MS` | 20 / 100 | etcd's Raft timings |
 //! | `NETTING_BENCH_DIR` | system temp dir | where data directories go |

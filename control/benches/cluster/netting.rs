@@ -16,6 +16,12 @@ use crate::procs::{Proc, free_ports, poll, tail};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netting-control");
 
+/// The replica binary: this build's, or `NETTING_BENCH_BIN` to measure another build (an
+/// earlier commit's) with the same load.
+fn replica_binary() -> std::ffi::OsString {
+    std::env::var_os("NETTING_BENCH_BIN").unwrap_or_else(|| BIN.into())
+}
+
 /// How long start-up, elections and catch-up may take before the run gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -75,7 +81,7 @@ impl Netting {
 
     fn spawn(&mut self, i: usize) {
         let node = &self.nodes[i];
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(replica_binary());
         cmd.arg("run")
             .args(["--node-id", &i.to_string()])
             .arg("--data-dir")
