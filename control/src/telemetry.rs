@@ -1,24 +1,17 @@
-//! Logging set-up: format (plain or JSON) from `NETTING_LOG_FORMAT`, level from `NETTING_LOG`
-//! or `RUST_LOG` (default `info`).
+//! Logging set-up of `netting-control` and `nettingctl`: see `netting_log` for the variables
+//! (`NETTING_LOG`, `NETTING_LOG_FORMAT`, `NO_COLOR`).
 
-use tracing_subscriber::EnvFilter;
-
-/// Installs the global tracing subscriber. Logs go to stderr so stdout stays for output meant
-/// for people and scripts (the dev mode's addresses).
+/// Installs the global subscriber of a replica (and of `dev`, which logs little itself):
+/// `info`, openraft at `warn`, and openraft's per-attempt peer failures left to
+/// `netting_raft::network::peer_health`.
 pub fn init_tracing() {
-    let filter = std::env::var("NETTING_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info,openraft=warn"));
-    let json = std::env::var("NETTING_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests) is harmless, so its error is ignored.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    netting_log::init_dropping(
+        "info,openraft=warn",
+        netting_raft::log_noise::is_replaced_openraft_event,
+    );
+}
+
+/// The subscriber of `nettingctl`: only warnings, since its own output is the answer.
+pub fn init_cli_tracing() {
+    netting_log::init("warn");
 }

@@ -2,17 +2,16 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use netting_init::{Args, Invocation, SystemXtables, run};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // clap exits with status 2 on a malformed command line.
     let args = Args::parse();
-    init_tracing();
+    // Logs go to stderr: stdout carries the dry-run output.
+    netting_log::init("info");
     let invocation = match Invocation::from_args(&args) {
         Ok(invocation) => invocation,
         Err(e) => {
@@ -28,24 +27,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Logs go to stderr (stdout carries the dry-run output): level from `NETTING_LOG` or
-/// `RUST_LOG` (default `info`), JSON when `NETTING_LOG_FORMAT=json`.
-fn init_tracing() {
-    let filter = std::env::var("NETTING_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let json = std::env::var("NETTING_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }

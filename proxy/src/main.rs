@@ -18,16 +18,10 @@ use netting_proxy::metrics;
 use netting_proxy::routes::{self, Routes};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("NETTING_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    netting_log::init("info");
     let discovery = match args.discovery() {
         Ok(config) => config,
         Err(error) => {

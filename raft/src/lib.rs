@@ -7,6 +7,7 @@
 //! - [`elections`]: when a replica stands for election: pre-vote, and at once when a closed
 //!   leader's lease has run out.
 //! - [`types`]: the openraft type configuration.
+//! - [`log_noise`]: openraft's log lines that Netting replaces, for the log set-up to drop.
 //!
 //! Log entries are serde-encoded [`catalog::CommandBatch`]es, never generated protobuf types,
 //! so the wire format can change without migrating disks.
@@ -14,6 +15,7 @@
 pub mod catalog;
 pub mod catalog_handle;
 pub mod elections;
+pub mod log_noise;
 pub mod network;
 pub mod storage;
 pub mod types;

@@ -10,6 +10,7 @@ use netting_control::ctl::{self, Cli, ProcessEnv};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    netting_control::telemetry::init_cli_tracing();
     let mut stdout = std::io::stdout().lock();
     match ctl::run(cli, &ProcessEnv, &mut stdout).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,9 @@
 //!   `NetworkError`, which openraft retries at its next tick;
 //! - an AppendEntries batch larger than the message limit → `PayloadTooLarge`, so openraft
 //!   resends fewer entries at once.
+//!
+//! Whether each peer answers is also told to the shared [`PeerHealthLog`], which logs a peer
+//! going down and coming back once each instead of openraft's line per attempt.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ use tonic::{Code, Status};
 use super::channels::{InvalidPeerAddress, PeerChannels};
 use super::convert::{self, ConvertError};
 use super::identity::{ClusterIdentity, InvalidClusterIdentity};
+use super::peer_health::PeerHealthLog;
 use super::remote::{UndecodableRaftError, raft_error_from_status};
 use super::{MAX_MESSAGE_BYTES, RPC_DURATION_SECONDS, RPC_TOTAL};
 use crate::types::{NodeId, TypeConfig};
@@ -51,11 +55,16 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 pub struct NetworkFactory {
     channels: Arc<PeerChannels>,
     identity: ClusterIdentity,
+    health: Arc<PeerHealthLog>,
 }
 
 impl NetworkFactory {
     pub fn new(channels: Arc<PeerChannels>, identity: ClusterIdentity) -> Self {
-        Self { channels, identity }
+        Self {
+            channels,
+            identity,
+            health: Arc::default(),
+        }
     }
 
     /// The client for `target` at `node.addr`; what openraft's `new_client` returns.
@@ -78,6 +87,7 @@ impl NetworkFactory {
             node: node.clone(),
             client,
             identity: self.identity.clone(),
+            health: self.health.clone(),
         }
     }
 }
@@ -99,6 +109,7 @@ pub struct PeerClient {
     /// cannot fail: every RPC then reports the peer unreachable with the reason.
     client: Result<RaftClient<Channel>, InvalidPeerAddress>,
     identity: ClusterIdentity,
+    health: Arc<PeerHealthLog>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -110,7 +121,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let timer = RpcTimer::start(Rpc::AppendEntries);
+        let timer = self.timer(Rpc::AppendEntries);
         let entries = rpc.entries.len();
         let result = async {
             let request =
@@ -131,7 +142,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        let timer = RpcTimer::start(Rpc::InstallSnapshot);
+        let timer = self.timer(Rpc::InstallSnapshot);
         let result = async {
             let request =
                 convert::install_snapshot_request_to_proto(rpc).map_err(Failure::Encode)?;
@@ -151,7 +162,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>> {
-        let timer = RpcTimer::start(Rpc::Vote);
+        let timer = self.timer(Rpc::Vote);
         let result = async {
             let request = convert::vote_request_to_proto(&rpc);
             let response = self
@@ -175,6 +186,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 impl PeerClient {
     pub fn target(&self) -> NodeId {
         self.target
+    }
+
+    fn timer(&self, rpc: Rpc) -> RpcTimer {
+        RpcTimer::start(
+            rpc,
+            PeerRef {
+                health: self.health.clone(),
+                id: self.target,
+                addr: self.node.addr.clone(),
+            },
+        )
     }
 
     /// Sends one request with the cluster metadata and `ttl` as its deadline. The deadline is
@@ -219,7 +241,7 @@ impl PeerClient {
         let rpc = timer.rpc;
         let failure = match result {
             Ok(value) => {
-                timer.finish(Outcome::Ok);
+                timer.finish(Outcome::Ok, Contact::Answered);
                 return Ok(value);
             }
             Err(failure) => failure,
@@ -229,7 +251,7 @@ impl PeerClient {
         {
             match remote {
                 Ok(err) => {
-                    timer.finish(Outcome::Error);
+                    timer.finish(Outcome::Error, Contact::Answered);
                     tracing::debug!(target_node = self.target, rpc = rpc.as_str(), error = %err, "raft rpc: remote error");
                     return Err(RPCError::RemoteError(RemoteError::new_with_node(
                         self.target,
@@ -268,21 +290,23 @@ impl PeerClient {
             failure,
         };
         tracing::debug!(target_node = self.target, rpc = rpc.as_str(), error = %err, "raft rpc failed");
+        let failed = Contact::Failed(err.failure.to_string());
         match verdict {
             Verdict::Unreachable => {
-                timer.finish(Outcome::Unreachable);
+                timer.finish(Outcome::Unreachable, failed);
                 RPCError::Unreachable(Unreachable::new(&err))
             }
             Verdict::Refused => {
-                timer.finish(Outcome::Error);
+                timer.finish(Outcome::Error, failed);
                 RPCError::Unreachable(Unreachable::new(&err))
             }
             Verdict::Network => {
-                timer.finish(Outcome::Error);
+                timer.finish(Outcome::Error, failed);
                 RPCError::Network(NetworkError::new(&err))
             }
             Verdict::TooLarge => {
-                timer.finish(Outcome::Error);
+                // It answered, only not to a batch this large.
+                timer.finish(Outcome::Error, Contact::Answered);
                 // Halving converges on a batch that fits in a few round trips; a single entry
                 // too large never gets here (see `verdict`), so this cannot loop.
                 let hint = u64::try_from(entries / 2).unwrap_or(u64::MAX).max(1);
@@ -430,36 +454,67 @@ impl Outcome {
     }
 }
 
-/// Records one RPC's count and duration when dropped. openraft drops an RPC future that
-/// outlives its deadline before the future can return, so recording on drop is what makes a
-/// call openraft abandoned count (as an error) at all.
+/// Whether the peer answered an RPC, for the [`PeerHealthLog`].
+#[derive(Debug)]
+enum Contact {
+    Answered,
+    Failed(String),
+    /// openraft dropped the call at its deadline before it returned.
+    Abandoned,
+}
+
+#[derive(Debug)]
+struct PeerRef {
+    health: Arc<PeerHealthLog>,
+    id: NodeId,
+    addr: String,
+}
+
+/// Records one RPC's count and duration, and whether the peer answered, when dropped.
+/// openraft drops an RPC future that outlives its deadline before the future can return, so
+/// recording on drop is what makes a call openraft abandoned count (as an error) at all.
 #[derive(Debug)]
 struct RpcTimer {
     rpc: Rpc,
     started: Instant,
     outcome: Outcome,
+    contact: Contact,
+    peer: PeerRef,
 }
 
 impl RpcTimer {
-    fn start(rpc: Rpc) -> Self {
+    fn start(rpc: Rpc, peer: PeerRef) -> Self {
         Self {
             rpc,
             started: Instant::now(),
             outcome: Outcome::Error,
+            contact: Contact::Abandoned,
+            peer,
         }
     }
 
-    fn finish(mut self, outcome: Outcome) {
+    fn finish(mut self, outcome: Outcome, contact: Contact) {
         self.outcome = outcome;
+        self.contact = contact;
     }
 }
 
 impl Drop for RpcTimer {
     fn drop(&mut self) {
         let rpc = self.rpc.as_str();
+        let elapsed = self.started.elapsed();
         metrics::counter!(RPC_TOTAL, "rpc" => rpc, "result" => self.outcome.as_str()).increment(1);
-        metrics::histogram!(RPC_DURATION_SECONDS, "rpc" => rpc)
-            .record(self.started.elapsed().as_secs_f64());
+        metrics::histogram!(RPC_DURATION_SECONDS, "rpc" => rpc).record(elapsed.as_secs_f64());
+        let PeerRef { health, id, addr } = &self.peer;
+        match &self.contact {
+            Contact::Answered => health.answered(*id, addr),
+            Contact::Failed(error) => health.failed(*id, addr, &format_args!("{rpc}: {error}")),
+            Contact::Abandoned => health.failed(
+                *id,
+                addr,
+                &format_args!("{rpc}: no answer within {elapsed:?}"),
+            ),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`ClusterIdentity`]: the cluster name and id every request carries and every server
 //!   checks, so replicas of different clusters never talk Raft to each other.
 //! - [`convert`]: openraft messages to and from the generated protobuf types.
+//! - [`peer_health`]: a peer going down and coming back, logged once each.
 //!
 //! Metrics (client side, bounded labels only): `netting_raft_rpc_total{rpc,result}` and
 //! `netting_raft_rpc_duration_seconds{rpc}`, with `rpc` one of `append_entries`, `vote`,
@@ -16,6 +17,7 @@ mod channels;
 mod client;
 pub mod convert;
 mod identity;
+pub mod peer_health;
 mod remote;
 mod server;
 

@@ -186,12 +186,25 @@ impl pb::raft_server::Raft for RaftGrpc {
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
         self.admit("vote", &request)?;
-        if !self.may_vote.load(Ordering::SeqCst) {
-            return Err(Status::unavailable(
-                "this replica started without data and withholds its vote until a leader reaches it",
-            ));
-        }
         let rpc = convert::vote_request_from_proto(request.into_inner())?;
+        if !self.may_vote.load(Ordering::SeqCst) {
+            // A refusal, not an error: the candidate counts it as a vote not granted, as when
+            // openraft refuses within a leader's lease, and nobody logs an error for what
+            // happens at every bootstrap. Its own vote is what openraft would send; its log is
+            // empty, since the first entries to arrive end the withholding.
+            let vote = self
+                .raft
+                .with_raft_state(|st| *st.vote_ref())
+                .await
+                .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
+            tracing::debug!(
+                candidate = rpc.vote.leader_id().voted_for(),
+                "vote withheld: this replica started without data and no leader has reached it yet"
+            );
+            return Ok(Response::new(convert::vote_response_to_proto(
+                &openraft::raft::VoteResponse::new(vote, None, false),
+            )));
+        }
         let response = self
             .raft
             .vote(rpc)
