@@ -9,9 +9,13 @@
 //! - `state`: the directory, `cluster.json`, the lock and `--clean`.
 //! - `probe`: port checks and the admin HTTP probes.
 //! - `supervise`: the child processes and signals.
+//! - `restart`: when a replica that died is started again (pure decisions).
+//! - `request`: `netting-control dev restart`, which asks a running dev run for that.
 
 mod plan;
 mod probe;
+mod request;
+mod restart;
 mod state;
 mod supervise;
 
@@ -19,6 +23,7 @@ mod supervise;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +38,7 @@ pub use plan::Layout;
 pub use state::{ClusterFile, ClusterState, ReplicaEntry, ReplicaState};
 
 use plan::{LayoutFlags, ReplicaPlan};
+use restart::{AfterExit, RestartPolicy, Restarts};
 use state::{CLUSTER_FILE, DirState};
 use supervise::{Event, Supervisor};
 
@@ -46,10 +52,20 @@ const LOG_TAIL_LINES: usize = 15;
 
 /// Flags of `netting-control dev`.
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DevArgs {
+    #[command(subcommand)]
+    pub action: Option<DevAction>,
+
     /// Directory for the replicas' data, logs and cluster.json; kept between runs.
-    #[arg(long, value_name = "PATH", default_value = "./.netting-dev")]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
+
+    /// Start a replica that died (kill -9, a crash) again after this pause, e.g. 2s; one
+    /// that keeps dying within 10s of starting is given up on after 5 tries. Without it, a
+    /// dead replica stays down until `netting-control dev restart`.
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub restart_after: Option<Duration>,
 
     /// Delete the dev cluster in --dir first (only a directory a dev run created).
     #[arg(long)]
@@ -77,6 +93,20 @@ pub struct DevArgs {
     pub bind: Option<IpAddr>,
 }
 
+const DEFAULT_DIR: &str = "./.netting-dev";
+
+/// What `netting-control dev` does besides running a cluster.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DevAction {
+    /// Ask the running dev cluster in --dir to start its dead replicas again now (they keep
+    /// their data and catch up), and wait until they run.
+    Restart {
+        /// The running dev cluster's directory.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+}
+
 impl DevArgs {
     fn layout_flags(&self) -> LayoutFlags {
         LayoutFlags {
@@ -91,6 +121,9 @@ impl DevArgs {
 /// Runs a dev cluster until SIGINT/SIGTERM/SIGHUP (`Ok`), or until start-up fails or every
 /// replica has exited (`Err`).
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if let Some(DevAction::Restart { dir }) = &args.action {
+        return request::restart_dead_replicas(dir).await;
+    }
     // Checked before anything is created or started, so a typo costs nothing.
     let catalog = args.catalog.as_deref().map(resolve_catalog).transpose()?;
     let prepared = prepare_dir(&args.dir, args.clean)?;
@@ -142,8 +175,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         sup,
         nettingctl_found,
         told_how_to_restart: false,
+        exe,
+        catalog,
+        policy: RestartPolicy::new(args.restart_after),
+        restarts: BTreeMap::new(),
+        started_at: BTreeMap::new(),
+        pending: BTreeMap::new(),
     };
-    let result = session.start_and_supervise(&exe, catalog.as_deref()).await;
+    let result = session.start_and_supervise().await;
     // Keep the lock until the file says "stopped", so the next run never sees a half state.
     drop(prepared.lock);
     result
@@ -334,9 +373,22 @@ fn summary(cluster: &ClusterFile, dir: &Path, nettingctl_found: bool) -> String 
             out,
             "  kill -9 <pid>   to watch a failover; the other replicas keep running"
         );
+        let _ = writeln!(
+            out,
+            "  netting-control dev restart --dir {}   to bring dead replicas back",
+            plan::shell_quote(&d.to_string())
+        );
     }
     let _ = write!(out, "\nCtrl-C stops the cluster.");
     out
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_due(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Where start-up stands; the probes move it forward.
@@ -354,21 +406,21 @@ struct Session {
     sup: Supervisor,
     nettingctl_found: bool,
     told_how_to_restart: bool,
+    exe: PathBuf,
+    catalog: Option<PathBuf>,
+    policy: RestartPolicy,
+    restarts: BTreeMap<NodeId, Restarts>,
+    /// When each running replica was (last) started.
+    started_at: BTreeMap<NodeId, Instant>,
+    /// Automatic restarts to come, by when they are due.
+    pending: BTreeMap<NodeId, Instant>,
 }
 
 impl Session {
-    async fn start_and_supervise(
-        &mut self,
-        exe: &Path,
-        catalog: Option<&Path>,
-    ) -> anyhow::Result<()> {
+    async fn start_and_supervise(&mut self) -> anyhow::Result<()> {
         for r in self.replicas.clone() {
-            let args = plan::child_args(&r, &self.replicas, catalog);
-            match self.sup.spawn(exe, &r, &args) {
-                Ok(spawned) => {
-                    self.cluster.set_running(r.node_id, spawned.pid);
-                    self.log_offsets.insert(r.node_id, spawned.log_offset);
-                }
+            match self.spawn(&r) {
+                Ok(_) => {}
                 Err(err) => {
                     self.stop().await;
                     return Err(err);
@@ -385,6 +437,16 @@ impl Session {
         self.supervise().await
     }
 
+    /// Starts one replica and records it; returns its pid.
+    fn spawn(&mut self, r: &ReplicaPlan) -> anyhow::Result<u32> {
+        let args: Vec<OsString> = plan::child_args(r, &self.replicas, self.catalog.as_deref());
+        let spawned = self.sup.spawn(&self.exe, r, &args)?;
+        self.cluster.set_running(r.node_id, spawned.pid);
+        self.log_offsets.insert(r.node_id, spawned.log_offset);
+        self.started_at.insert(r.node_id, Instant::now());
+        Ok(spawned.pid)
+    }
+
     async fn supervise(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut phase = Phase::Health {
@@ -393,6 +455,7 @@ impl Session {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let next_restart = self.pending.values().min().copied();
             tokio::select! {
                 event = self.sup.next_event() => match event {
                     Event::Signal(name) => {
@@ -419,7 +482,11 @@ impl Session {
                         }
                         self.report_exit(exit.node_id, &status)?;
                     }
+                    Event::RestartRequested => self.restart_on_request(),
                 },
+                () = sleep_until_due(next_restart), if next_restart.is_some() => {
+                    self.restart_due();
+                }
                 _ = tick.tick(), if !matches!(phase, Phase::Running) => {
                     if let Some(next) = self.advance(&mut phase, started).await? {
                         phase = next;
@@ -517,7 +584,20 @@ impl Session {
     fn report_exit(&mut self, node_id: NodeId, status: &str) -> anyhow::Result<()> {
         let alive = self.sup.alive().len();
         let total = self.replicas.len();
-        if alive == 0 {
+        let ran_for = self
+            .started_at
+            .remove(&node_id)
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        let decision = self
+            .restarts
+            .entry(node_id)
+            .or_default()
+            .exited(ran_for, &self.policy);
+        if let AfterExit::RestartIn(pause) = decision {
+            self.pending.insert(node_id, Instant::now() + pause);
+        }
+        if alive == 0 && self.pending.is_empty() {
             self.cluster.set_stopped();
             self.save();
             bail!(
@@ -525,21 +605,99 @@ impl Session {
                 self.dir.display()
             );
         }
-        println!("replica {node_id} exited ({status}); the others keep running");
+        println!("replica {node_id} exited ({status}) after running {ran_for:.1?}");
         if alive <= total / 2 {
             println!(
                 "note: {alive} of {total} replicas left, not a majority: writes wait until enough \
                  come back"
             );
         }
-        if !self.told_how_to_restart {
-            self.told_how_to_restart = true;
-            println!(
-                "(to bring replicas back, stop with Ctrl-C and run the same command: data and \
-                 ports are kept)"
-            );
+        match decision {
+            AfterExit::RestartIn(pause) => {
+                println!("restarting replica {node_id} in {pause:?} (--restart-after)");
+            }
+            AfterExit::WaitForRequest if !self.told_how_to_restart => {
+                self.told_how_to_restart = true;
+                println!(
+                    "(to bring it back with its data: netting-control dev restart --dir {}; or \
+                     start dev with --restart-after 2s to do it on its own)",
+                    plan::shell_quote(&self.dir.display().to_string())
+                );
+            }
+            AfterExit::WaitForRequest => {}
+            AfterExit::GiveUp { quick_failures } => {
+                let log = self.show_log_tail(node_id);
+                eprintln!(
+                    "replica {node_id} died {quick_failures} times in a row within {}s of \
+                     starting; not restarting it on its own any more. See its log: {log}; \
+                     `netting-control dev restart --dir {}` tries again",
+                    self.policy.quick_failure.as_secs(),
+                    plan::shell_quote(&self.dir.display().to_string())
+                );
+            }
         }
         Ok(())
+    }
+
+    /// SIGUSR1: every dead replica is started now, pending delays or not.
+    fn restart_on_request(&mut self) {
+        let alive = self.sup.alive();
+        let dead: Vec<NodeId> = self
+            .replicas
+            .iter()
+            .map(|r| r.node_id)
+            .filter(|id| !alive.contains(id))
+            .collect();
+        if dead.is_empty() {
+            println!("restart requested: every replica is running, nothing to do");
+            return;
+        }
+        println!(
+            "restart requested: starting replica(s) {}",
+            supervise::join_ids(&dead)
+        );
+        for id in dead {
+            self.pending.remove(&id);
+            self.restarts.entry(id).or_default().requested();
+            self.restart(id);
+        }
+    }
+
+    /// Starts the replicas whose `--restart-after` pause is over.
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<NodeId> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.pending.remove(&id);
+            self.restart(id);
+        }
+    }
+
+    /// Starts a dead replica again on its data directory, so it rejoins and catches up.
+    fn restart(&mut self, node_id: NodeId) {
+        let Some(plan) = self.replica(node_id).cloned() else {
+            return;
+        };
+        match self.spawn(&plan) {
+            Ok(pid) => {
+                let count = self.restarts.entry(node_id).or_default().restarted();
+                self.cluster.set_restarts(node_id, count);
+                self.save();
+                println!(
+                    "replica {node_id} restarted (pid {pid}, restart {count} of this run); it \
+                     catches up from its data in {}",
+                    plan.data_dir.display()
+                );
+            }
+            Err(err) => {
+                eprintln!("warning: cannot restart replica {node_id}: {err:#}");
+            }
+        }
     }
 
     /// Prints what the replica wrote since it started; returns its log's path.

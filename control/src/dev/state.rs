@@ -60,6 +60,9 @@ pub struct ReplicaEntry {
     pub state: ReplicaState,
     /// How the process ended, e.g. `signal 9, SIGKILL`.
     pub exit_status: Option<String>,
+    /// How many times this dev run started it again after it died.
+    #[serde(default)]
+    pub restarts: u32,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
 }
@@ -100,6 +103,7 @@ impl ClusterFile {
                     pid: None,
                     state: ReplicaState::NotStarted,
                     exit_status: None,
+                    restarts: 0,
                     data_dir: r.data_dir.clone(),
                     log_file: r.log_file.clone(),
                 })
@@ -116,6 +120,12 @@ impl ClusterFile {
             entry.pid = Some(pid);
             entry.state = ReplicaState::Running;
             entry.exit_status = None;
+        }
+    }
+
+    pub(crate) fn set_restarts(&mut self, node_id: NodeId, restarts: u32) {
+        if let Some(entry) = self.entry(node_id) {
+            entry.restarts = restarts;
         }
     }
 

@@ -19,6 +19,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::plan::{ReplicaPlan, SCRUBBED_ENV};
 
+/// What `netting-control dev restart` sends the supervisor.
+pub(crate) const RESTART_SIGNAL: SignalKind = SignalKind::user_defined1();
+
 /// How long replicas get to stop after SIGTERM before they are killed.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for the kernel to report SIGKILLed children as gone.
@@ -69,6 +72,8 @@ pub(crate) enum Event {
     Exited(Exit),
     /// SIGINT, SIGTERM or SIGHUP, by name.
     Signal(&'static str),
+    /// SIGUSR1: bring back the replicas that died (`netting-control dev restart`).
+    RestartRequested,
 }
 
 /// A spawned replica.
@@ -112,6 +117,7 @@ pub(crate) struct Supervisor {
     exits_rx: mpsc::Receiver<Exit>,
     orders: watch::Sender<Order>,
     signals: Signals,
+    restart_requests: tokio::signal::unix::Signal,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -126,6 +132,8 @@ impl Supervisor {
     /// Installs the signal handlers first, so a Ctrl-C during start-up is not lost.
     pub(crate) fn new(replicas: usize) -> anyhow::Result<Self> {
         let signals = Signals::install().context("cannot install signal handlers")?;
+        let restart_requests =
+            signal(RESTART_SIGNAL).context("cannot install the SIGUSR1 handler")?;
         // Each child sends exactly one exit, so this capacity never makes a sender wait.
         let (exits_tx, exits_rx) = mpsc::channel(replicas.max(1));
         let (orders, _) = watch::channel(Order::Run);
@@ -135,6 +143,7 @@ impl Supervisor {
             exits_rx,
             orders,
             signals,
+            restart_requests,
         })
     }
 
@@ -215,6 +224,7 @@ impl Supervisor {
                 Event::Exited(exit)
             }
             name = self.signals.next() => Event::Signal(name),
+            Some(()) = self.restart_requests.recv() => Event::RestartRequested,
         }
     }
 

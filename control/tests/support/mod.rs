@@ -48,6 +48,8 @@ pub struct Replica {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub extra_args: Vec<String>,
+    /// Environment variables for the process, after the defaults.
+    pub extra_env: Vec<(String, String)>,
     peers: String,
     child: Option<Child>,
 }
@@ -64,6 +66,9 @@ impl Replica {
             .args(["--peer", &self.peers])
             .args(&self.extra_args)
             .env("NETTING_LOG", "info,openraft=warn")
+            // What a log redirected to a file gets on its own, without the usual opt-out.
+            .env_remove("NO_COLOR")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         cmd
     }
@@ -199,6 +204,7 @@ impl TestCluster {
                 data_dir: dir.path().join(format!("node-{i}")),
                 log: dir.path().join(format!("node-{i}.log")),
                 extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+                extra_env: Vec::new(),
                 peers: peers.clone(),
                 child: None,
             })
@@ -282,6 +288,7 @@ impl TestCluster {
             data_dir: self.dir.path().join(format!("node-{id}")),
             log: self.dir.path().join(format!("node-{id}.log")),
             extra_args,
+            extra_env: Vec::new(),
             peers: peers.join(","),
             child: None,
         });

@@ -159,16 +159,21 @@ impl pb::raft_server::Raft for RaftGrpc {
         self.admit("pre_vote", &request)?;
         let candidate = request.into_inner().candidate;
         let withholding = !self.may_vote.load(Ordering::SeqCst);
-        let voter = self
-            .raft
-            .with_raft_state(move |st| VoterState {
+        let raft = self.raft.clone();
+        // On a task of its own: a candidate that gives up drops this handler, and openraft
+        // logs an ERROR when the answer it computed finds nobody waiting.
+        let voter = tokio::spawn(async move {
+            raft.with_raft_state(move |st| VoterState {
                 is_leader: st.server_state == ServerState::Leader,
                 withholding,
                 vote_committed: st.vote_ref().is_committed(),
                 renewed: st.vote_last_modified(),
             })
             .await
-            .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
+        })
+        .await
+        .map_err(|e| Status::internal(format!("pre-vote task failed: {e}")))?
+        .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
         // openraft's lease is its election_timeout_max.
         let lease = std::time::Duration::from_millis(self.raft.config().election_timeout_max);
         let answer = pre_vote_answer(tokio::time::Instant::now(), voter, lease);
@@ -192,11 +197,7 @@ impl pb::raft_server::Raft for RaftGrpc {
             // openraft refuses within a leader's lease, and nobody logs an error for what
             // happens at every bootstrap. Its own vote is what openraft would send; its log is
             // empty, since the first entries to arrive end the withholding.
-            let vote = self
-                .raft
-                .with_raft_state(|st| *st.vote_ref())
-                .await
-                .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
+            let vote = self.raft.metrics().borrow().vote;
             tracing::debug!(
                 candidate = rpc.vote.leader_id().voted_for(),
                 "vote withheld: this replica started without data and no leader has reached it yet"
