@@ -33,6 +33,16 @@ struct DevRun {
 
 impl DevRun {
     fn start(dir: &Path, output: PathBuf, grpc_base: u16, admin_base: u16) -> DevRun {
+        Self::start_with(dir, output, grpc_base, admin_base, &[])
+    }
+
+    fn start_with(
+        dir: &Path,
+        output: PathBuf,
+        grpc_base: u16,
+        admin_base: u16,
+        extra: &[&str],
+    ) -> DevRun {
         let out = File::create(&output).unwrap();
         let child = Command::new(BIN)
             .arg("dev")
@@ -40,6 +50,7 @@ impl DevRun {
             .arg(dir)
             .args(["--grpc-base-port", &grpc_base.to_string()])
             .args(["--admin-base-port", &admin_base.to_string()])
+            .args(extra)
             .env("NETTING_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -188,10 +199,15 @@ fn nettingctl(args: &[&str]) -> std::process::Output {
 /// The endpoints (`address:port`) of `default/web` in `nettingctl catalog list --output json`,
 /// once the replica asked lists it.
 async fn wait_web_listed(replicas: &Replicas) -> Vec<String> {
-    let addr = replicas.addr_flag();
+    wait_web_listed_at(&replicas.addr_flag()).await
+}
+
+/// Like [`wait_web_listed`], asking the replicas at `addr` only (reads are served from the
+/// replica's own applied catalog).
+async fn wait_web_listed_at(addr: &str) -> Vec<String> {
     let mut last = String::new();
     let found = wait_until(PATIENCE, || {
-        let output = nettingctl(&["--addr", &addr, "catalog", "list", "--output", "json"]);
+        let output = nettingctl(&["--addr", addr, "catalog", "list", "--output", "json"]);
         last = format!(
             "exit {:?}\nstdout: {}\nstderr: {}",
             output.status.code(),
@@ -238,23 +254,7 @@ async fn dev_cluster_serves_stops_cleanly_and_keeps_its_data() {
     let replicas = run.wait_running().await;
     replicas.wait_ready(&run).await;
 
-    let addr = replicas.addr_flag();
-    let registered = nettingctl(&[
-        "--addr",
-        &addr,
-        "catalog",
-        "register",
-        "default/web",
-        "--address",
-        "10.0.0.1",
-        "--port",
-        "8080",
-    ]);
-    assert!(
-        registered.status.success(),
-        "register failed: {}",
-        String::from_utf8_lossy(&registered.stderr)
-    );
+    register_web(&replicas.addr_flag());
     assert_eq!(wait_web_listed(&replicas).await, vec!["10.0.0.1:8080"]);
 
     let status = run.stop();
@@ -332,4 +332,166 @@ fn clean_refuses_a_foreign_directory() {
         files_digest(&dir.join("sub")),
     );
     assert!(after == before, "the directory changed: {:?}", after.0);
+}
+
+/// Registers `default/web` at 10.0.0.1:8080 through any of `addr`, failing the test if it fails.
+fn register_web(addr: &str) {
+    let registered = nettingctl(&[
+        "--addr",
+        addr,
+        "catalog",
+        "register",
+        "default/web",
+        "--address",
+        "10.0.0.1",
+        "--port",
+        "8080",
+    ]);
+    assert!(
+        registered.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// Replica `index` as `cluster.json` has it, once `accept` holds for it.
+async fn wait_replica_entry(
+    run: &mut DevRun,
+    index: usize,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
+    let found = wait_until(PATIENCE, || {
+        run.assert_running();
+        let entry = run
+            .cluster_file()
+            .and_then(|f| f["replicas"].get(index).cloned())
+            .filter(|e| accept(e));
+        async move { entry }
+    })
+    .await;
+    found.unwrap_or_else(|| {
+        panic!(
+            "cluster.json never showed replica {index} as expected: {:?}\n{}",
+            run.cluster_file(),
+            run.output_text()
+        )
+    })
+}
+
+/// Checks that replica `index`, started again after being killed, runs under a new pid with
+/// one restart counted, answers /readyz, and serves the write made while it was down from
+/// its own catalog.
+async fn assert_came_back(run: &mut DevRun, replicas: &Replicas, index: usize) {
+    let old_pid = u64::from(replicas.pids[index]);
+    let entry = wait_replica_entry(run, index, |e| {
+        e["state"] == "running" && e["pid"].as_u64().is_some_and(|p| p != old_pid)
+    })
+    .await;
+    assert_eq!(entry["restarts"], 1, "one restart counted: {entry}");
+    let admin = &replicas.admin[index];
+    let ready = wait_until(PATIENCE, || async {
+        is_http_ok(&http_get(admin, "/readyz").await?).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "restarted replica {index} never became ready\n{}",
+        run.output_text()
+    );
+    assert_eq!(
+        wait_web_listed_at(&replicas.grpc[index]).await,
+        vec!["10.0.0.1:8080"],
+        "the restarted replica caught up with the write it missed"
+    );
+    let output = run.output_text();
+    assert!(
+        output.contains(&format!("replica {index} exited (signal 9, SIGKILL)"))
+            && output.contains(&format!("replica {index} restarted")),
+        "the dev run reports the death and the restart:\n{output}"
+    );
+}
+
+/// `kill -9` of a replica, then `netting-control dev restart`: the dev run starts it again on
+/// its data, counts the restart, and the replica catches up with a write made while it was
+/// down. A second request with every replica running changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_restart_brings_a_killed_replica_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (grpc_base, admin_base) = dev_ports();
+    let mut run = DevRun::start(&dir, tmp.path().join("dev.out"), grpc_base, admin_base);
+    let replicas = run.wait_running().await;
+    replicas.wait_ready(&run).await;
+
+    sigkill(replicas.pids[1]);
+    wait_replica_entry(&mut run, 1, |e| e["state"] == "exited").await;
+    register_web(&replicas.addr_flag());
+
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "restart", "--dir"]).arg(&dir);
+    let asked = output_within(cmd, EXIT_PATIENCE);
+    let said = String::from_utf8_lossy(&asked.stdout);
+    assert!(
+        asked.status.success() && said.contains("replica 1 runs again"),
+        "dev restart failed: {said}{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    assert_came_back(&mut run, &replicas, 1).await;
+
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "restart", "--dir"]).arg(&dir);
+    let again = output_within(cmd, EXIT_PATIENCE);
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("every replica"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    let status = run.stop();
+    assert_eq!(status.code(), Some(0), "{}", run.output_text());
+}
+
+/// With `--restart-after`, a replica killed with `kill -9` comes back on its own after the
+/// pause, and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_brings_a_killed_replica_back_on_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (grpc_base, admin_base) = dev_ports();
+    let mut run = DevRun::start_with(
+        &dir,
+        tmp.path().join("dev.out"),
+        grpc_base,
+        admin_base,
+        &["--restart-after", "300ms"],
+    );
+    let replicas = run.wait_running().await;
+    replicas.wait_ready(&run).await;
+
+    sigkill(replicas.pids[2]);
+    register_web(&replicas.addr_flag());
+    assert_came_back(&mut run, &replicas, 2).await;
+    assert!(run.output_text().contains("restarting replica 2 in 300ms"));
+    let status = run.stop();
+    assert_eq!(status.code(), Some(0), "{}", run.output_text());
+}
+
+/// `dev restart` on a directory whose dev run is not running says so and fails.
+#[test]
+fn dev_restart_without_a_running_cluster_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "restart", "--dir"]).arg(tmp.path());
+    let output = output_within(cmd, EXIT_PATIENCE);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("holds no dev cluster"), "{stderr}");
 }
