@@ -28,8 +28,9 @@ use crate::history::{LedgerWrite, Outcome, RegisterOp, RegisterOperation};
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
 /// How long one try on one replica may take before the operation moves to the next replica: a
 /// paused or cut-off replica never answers, and a client must not spend its whole operation on
-/// it.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// it. Longer than an election takes in the lab (up to ~2.5 s), so a replica that is waiting
+/// for a new leader to forward to is heard.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause after every replica failed once in a row, before the next round of tries.
 const ROUND_PAUSE: Duration = Duration::from_millis(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
