@@ -13,8 +13,8 @@
 //!   entry existed: `v` was applied at an index `≤ r` as well (older histories carry no
 //!   `modify_index`; this rule still finds the duplicate in them).
 //!
-//! Writes of unknown outcome are left out: the lab itself may have sent them twice (a retry on
-//! another replica after a try whose outcome was unknown), which is no fault of the replicas.
+//! Writes of unknown outcome are left out: no acknowledged version says where they should have
+//! been applied.
 
 use std::collections::HashMap;
 
@@ -226,8 +226,7 @@ mod tests {
         );
     }
 
-    /// The lab may itself have sent a write of unknown outcome twice; only acknowledged writes
-    /// are held to one index.
+    /// A write of unknown outcome has no acknowledged index to be held to.
     #[test]
     fn writes_of_unknown_outcome_are_not_held_to_one_index() {
         let check = writes_applied_once(&[

@@ -268,15 +268,14 @@ pub fn classify_write_error(error: &CallError) -> Outcome {
 /// The outcome of a write tried on one replica after another, from its last try's result
 /// (`Ok` or [`classify_write_error`]) and whether an earlier try may have taken effect.
 ///
-/// Catalog writes carry no request id yet, so the replicas cannot tell a retry from a new
-/// write: a try that timed out on a frozen leader may still be applied after a later try was
-/// acknowledged, perhaps after another writer's change. Such a write is recorded as `Unknown`
-/// (it may take effect at any time after its invocation), never as acknowledged or failed.
+/// Every try of a write carries the same request id, so the replicas apply it at most once
+/// however many tries reached a leader, and answer a repeat with the first application's
+/// result: an acknowledged write is acknowledged, at the version it was applied at. A write
+/// whose last try certainly failed may still have been applied by an earlier one: unknown.
 pub fn outcome_after_tries(last: Outcome, earlier_may_apply: bool) -> Outcome {
-    if earlier_may_apply {
-        Outcome::Unknown
-    } else {
-        last
+    match last {
+        Outcome::Failed if earlier_may_apply => Outcome::Unknown,
+        other => other,
     }
 }
 
@@ -298,6 +297,18 @@ pub struct Worker {
     pub recorder: Recorder,
     pub clock: Clock,
     pub stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// The request id of operation `id`, sent with every try of it so that the replicas apply
+    /// it at most once. Operation ids are unique in a run and increase, and every run starts
+    /// a new cluster, so the worker's number names the client.
+    fn request_id(&self, id: u64) -> pb::RequestId {
+        pb::RequestId {
+            client: format!("netting-chaos-{}", self.client),
+            sequence: id + 1,
+        }
+    }
 }
 
 /// Settings shared by the workers.
@@ -360,12 +371,14 @@ pub async fn write_register(
                     pod: pod.clone(),
                     ..Default::default()
                 }),
+                request_id: Some(worker.request_id(id)),
                 ..Default::default()
             };
             register_endpoint(connections, replica, request).await
         }
         None => {
-            let request = deregister_request(REGISTER_NAMESPACE, &key.service, key);
+            let request =
+                deregister_request(REGISTER_NAMESPACE, &key.service, key, worker.request_id(id));
             // A removal that found the register empty leaves what this write means to leave:
             // a successful write of "absent" (at version 0, changing nothing).
             deregister_endpoint(connections, replica, request).await
@@ -424,7 +437,12 @@ async fn deregister_endpoint(
         })
 }
 
-fn deregister_request(namespace: &str, service: &str, key: &RegisterKey) -> pb::DeregisterRequest {
+fn deregister_request(
+    namespace: &str,
+    service: &str,
+    key: &RegisterKey,
+    request_id: pb::RequestId,
+) -> pb::DeregisterRequest {
     pb::DeregisterRequest {
         namespace: namespace.to_owned(),
         service: service.to_owned(),
@@ -432,7 +450,7 @@ fn deregister_request(namespace: &str, service: &str, key: &RegisterKey) -> pb::
             address: key.address.clone(),
             port: key.port,
         }),
-        request_id: None,
+        request_id: Some(request_id),
     }
 }
 
@@ -653,12 +671,13 @@ async fn ledger_write(
                 ready: true,
                 ..Default::default()
             }),
+            request_id: Some(worker.request_id(id)),
             ..Default::default()
         };
         register_endpoint(connections, replica, request).await
     } else {
         // A removal that found nothing: its registration had not landed, or never will.
-        let request = deregister_request(namespace, &key.service, key);
+        let request = deregister_request(namespace, &key.service, key, worker.request_id(id));
         deregister_endpoint(connections, replica, request).await
     };
     let completed = clock.now();

@@ -23,15 +23,33 @@ enum Answer {
     Status(Code),
 }
 
+/// What a fake replica was sent.
+#[derive(Debug, Default)]
+struct Seen {
+    calls: AtomicUsize,
+    /// The request id of every write.
+    request_ids: std::sync::Mutex<Vec<Option<pb::RequestId>>>,
+}
+
+impl Seen {
+    fn write(&self, id: Option<pb::RequestId>) {
+        self.request_ids.lock().unwrap().push(id);
+    }
+
+    fn request_ids(&self) -> Vec<Option<pb::RequestId>> {
+        self.request_ids.lock().unwrap().clone()
+    }
+}
+
 #[derive(Debug)]
 struct FakeReplica {
     answer: Answer,
-    calls: Arc<AtomicUsize>,
+    seen: Arc<Seen>,
 }
 
 impl FakeReplica {
     fn reply<T>(&self, ok: impl FnOnce(u64, &'static str) -> T) -> Result<Response<T>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.calls.fetch_add(1, Ordering::SeqCst);
         match self.answer {
             Answer::Ok { version, pod } => Ok(Response::new(ok(version, pod))),
             Answer::Status(code) => Err(Status::new(code, "scripted")),
@@ -43,21 +61,25 @@ impl FakeReplica {
 impl Catalog for FakeReplica {
     async fn register(
         &self,
-        _: Request<pb::RegisterRequest>,
+        request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.seen.write(request.into_inner().request_id);
         self.reply(|version, _| pb::WriteResponse {
             version,
             leader_id: 1,
+            duplicate: false,
         })
     }
 
     async fn deregister(
         &self,
-        _: Request<pb::DeregisterRequest>,
+        request: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.seen.write(request.into_inner().request_id);
         self.reply(|version, _| pb::WriteResponse {
             version,
             leader_id: 1,
+            duplicate: false,
         })
     }
 
@@ -95,20 +117,20 @@ impl Catalog for FakeReplica {
 }
 
 /// A fake replica serving on a free port; its address and how many calls it got.
-async fn fake(answer: Answer) -> (String, Arc<AtomicUsize>) {
+async fn fake(answer: Answer) -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Seen::default());
     let replica = FakeReplica {
         answer,
-        calls: calls.clone(),
+        seen: seen.clone(),
     };
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(CatalogServer::new(replica))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    (addr, calls)
+    (addr, seen)
 }
 
 /// A replica that takes the request and resets the connection without answering, as one
@@ -177,8 +199,8 @@ fn worker_with_timeouts(grpc: Vec<String>, operation: Duration, attempt: Duratio
 }
 
 /// How many calls each fake got.
-fn counts<const N: usize>(calls: [&Arc<AtomicUsize>; N]) -> [usize; N] {
-    calls.map(|c| c.load(Ordering::SeqCst))
+fn counts<const N: usize>(fakes: [&Arc<Seen>; N]) -> [usize; N] {
+    fakes.map(|f| f.calls.load(Ordering::SeqCst))
 }
 
 fn the_write(worker: &Worker) -> RegisterOperation {
@@ -187,10 +209,11 @@ fn the_write(worker: &Worker) -> RegisterOperation {
     history.registers[0].clone()
 }
 
-/// UNAVAILABLE (no leader, say) is no answer to the request: the next replica is tried, and
-/// the first try, which may have reached a leader, leaves the outcome unknown.
+/// UNAVAILABLE (no leader, say) is no answer to the request: the next replica is tried with
+/// the same request id, so the replicas apply the write at most once, and the answer of the
+/// second is the write's outcome.
 #[tokio::test]
-async fn a_write_moves_on_after_unavailable_and_its_outcome_is_unknown() {
+async fn a_write_moves_on_after_unavailable_with_the_same_request_id() {
     let (a, a_calls) = fake(Answer::Status(Code::Unavailable)).await;
     let (b, b_calls) = fake(Answer::Ok {
         version: 7,
@@ -203,6 +226,25 @@ async fn a_write_moves_on_after_unavailable_and_its_outcome_is_unknown() {
     let write = the_write(&worker);
     assert_eq!(write.replica, 1);
     assert_eq!(write.version, Some(7));
+    assert_eq!(write.outcome, Outcome::Ok);
+    assert!(write.completed.is_some());
+    let ids = [a_calls.request_ids(), b_calls.request_ids()].concat();
+    assert_eq!(ids.len(), 2);
+    let id = ids[0].clone().expect("every write carries a request id");
+    assert_eq!(ids[1].as_ref(), Some(&id));
+    assert_eq!(id.client, "netting-chaos-3");
+    assert_eq!(id.sequence, write.id + 1);
+}
+
+/// A write whose last try certainly failed may still have been applied by an earlier try that
+/// reached a replica: unknown, not failed.
+#[tokio::test]
+async fn a_certain_failure_after_a_try_that_may_apply_is_unknown() {
+    let (a, _) = fake(Answer::Status(Code::Unavailable)).await;
+    let (b, _) = fake(Answer::Status(Code::InvalidArgument)).await;
+    let worker = worker(vec![a, b]);
+    write_register(&worker, 0, &key(), None).await;
+    let write = the_write(&worker);
     assert_eq!(write.outcome, Outcome::Unknown);
     assert_eq!(write.completed, None);
 }
@@ -227,7 +269,7 @@ async fn a_write_moves_on_after_a_connection_reset() {
     assert_eq!(tried.result.unwrap().version, 9);
     assert_eq!((tried.replica, tried.tries), (1, 2));
     assert!(tried.earlier_may_apply);
-    assert_eq!(b_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(counts([&b_calls]), [1]);
 }
 
 /// A replica that cannot be reached got nothing: the write acknowledged by the next one is
@@ -315,9 +357,9 @@ async fn a_ledger_removal_moves_on_and_not_found_is_done() {
 }
 
 #[test]
-fn an_acknowledged_retry_after_a_try_that_may_apply_is_unknown() {
+fn earlier_tries_matter_only_when_the_last_one_failed() {
     assert_eq!(outcome_after_tries(Outcome::Ok, false), Outcome::Ok);
-    assert_eq!(outcome_after_tries(Outcome::Ok, true), Outcome::Unknown);
+    assert_eq!(outcome_after_tries(Outcome::Ok, true), Outcome::Ok);
     assert_eq!(outcome_after_tries(Outcome::Failed, true), Outcome::Unknown);
     assert_eq!(outcome_after_tries(Outcome::Failed, false), Outcome::Failed);
 }
