@@ -53,6 +53,10 @@ pub struct RegisterOperation {
     pub replica: usize,
     /// The catalog version the replica reported (write: applied at; read: served at).
     pub version: Option<u64>,
+    /// For a read that found the endpoint: the log index that last changed it (its
+    /// `modify_index`), i.e. where the value read was written. Absent in older histories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<u64>,
 }
 
 /// One write of a unique entry that is never overwritten: the record the lost-write check

@@ -426,7 +426,7 @@ mod tests {
             loaded += 1;
         }
         assert!(
-            loaded >= 2,
+            loaded >= 3,
             "schedules found in {}: {loaded}",
             dir.display()
         );

@@ -195,9 +195,7 @@ mod tests {
                 received += n;
             }
             // Linger 0: close with a reset, as a killed process's kernel does.
-            socket2::SockRef::from(&stream)
-                .set_linger(Some(std::time::Duration::ZERO))
-                .unwrap();
+            stream.set_zero_linger().unwrap();
             drop(stream);
         });
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

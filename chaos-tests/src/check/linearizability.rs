@@ -1064,6 +1064,7 @@ mod tests {
             outcome,
             replica: 0,
             version: None,
+            written_at: None,
         }
     }
 
@@ -1214,6 +1215,36 @@ mod tests {
         assert_passes(&ops);
         let report = run(&ops);
         assert_eq!((report.operations, report.ignored), (2, 1));
+    }
+
+    /// A write whose client timed out may take effect at any time after its invocation, even
+    /// after a later write was acknowledged: to explain the last read it must be assumed to
+    /// have happened, late.
+    #[test]
+    fn unknown_write_may_take_effect_after_a_later_acknowledged_write() {
+        assert_passes(&[
+            write(1, Some("a"), 0, 10),
+            unknown_write(2, Some("b"), 20),
+            write(3, Some("c"), 100, 110),
+            read(4, Some("c"), 200, 210),
+            read(5, Some("b"), 300, 310),
+        ]);
+    }
+
+    /// A write whose client timed out may also never take effect: a read of the older value
+    /// long after it is explained by assuming it did not happen. Had the write been
+    /// acknowledged, the same read would be a violation.
+    #[test]
+    fn unknown_write_must_be_assumed_not_to_have_happened() {
+        let never = [
+            write(1, Some("a"), 0, 10),
+            unknown_write(2, Some("b"), 20),
+            read(3, Some("a"), 5_000, 5_010),
+        ];
+        assert_passes(&never);
+        let mut acknowledged = never.clone();
+        acknowledged[1] = write(2, Some("b"), 20, 30);
+        assert_violation(&acknowledged, 3);
     }
 
     #[test]
@@ -1481,6 +1512,7 @@ mod tests {
                     outcome,
                     replica: 0,
                     version: None,
+                    written_at: None,
                 });
                 next_id += 1;
                 t = done;

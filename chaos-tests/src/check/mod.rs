@@ -1,3 +1,4 @@
 //! Invariant checks over a recorded history.
+pub mod applied_once;
 pub mod invariants;
 pub mod linearizability;

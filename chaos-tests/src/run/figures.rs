@@ -334,6 +334,7 @@ mod tests {
             outcome: Outcome::Ok,
             replica: 0,
             version: Some(version),
+            written_at: None,
         }
     }
 

@@ -27,6 +27,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::check::applied_once;
 use crate::check::invariants::{self, CatalogDump, ServiceDump, SidecarFinal};
 use crate::check::linearizability;
 use crate::history::{History, Micros};
@@ -160,6 +161,7 @@ fn checks(experiment: &Experiment) -> Vec<CheckResult> {
         invariants::no_lost_writes(&history.ledger, &experiment.catalogs),
         invariants::replicas_equal(&experiment.catalogs),
         linearizable,
+        applied_once::writes_applied_once(&history.registers),
         invariants::sidecars_never_backwards(history),
         invariants::sidecars_converged(&experiment.sidecars, &experiment.subscribed),
         invariants::one_leader_per_term(history),

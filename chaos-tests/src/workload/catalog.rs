@@ -1,16 +1,20 @@
-//! Writers and readers of the catalog. Each sends every operation to a replica picked at random
-//! (writes sent to a follower are forwarded by it), records when it was invoked and when it
-//! completed, and classifies the outcome conservatively: only what certainly did not happen is
-//! `Failed`; anything that may have reached a leader is `Unknown`.
+//! Writers and readers of the catalog. Each starts every operation at a replica picked at random
+//! (writes sent to a follower are forwarded by it) and, like the server forwarding to its
+//! leader, moves on to the next replica when a try fails without an answer (see
+//! [`netting_proto::retry`]). It records when the operation was invoked and when it completed,
+//! and classifies the outcome conservatively: only what certainly did not happen is `Failed`;
+//! anything that may have reached a leader is `Unknown`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use netting_proto::catalog::v1 as pb;
 use netting_proto::catalog::v1::catalog_client::CatalogClient;
+use netting_proto::retry;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -18,9 +22,17 @@ use super::keyspace::{Keyspace, RegisterKey};
 use super::{Clock, LEDGER_NAMESPACE, REGISTER_NAMESPACE, Recorder, ReplicaAddress};
 use crate::history::{LedgerWrite, Outcome, RegisterOp, RegisterOperation};
 
-/// How long one operation may take before its outcome is unknown. Longer than a replica's own
-/// write timeout, so that a replica that answers at all is heard.
+/// How long one operation may go on, over all the replicas it tries, before its outcome is
+/// unknown. Longer than a replica's own write timeout, so that a replica that answers at all is
+/// heard.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long one try on one replica may take before the operation moves to the next replica: a
+/// paused or cut-off replica never answers, and a client must not spend its whole operation on
+/// it. Longer than an election takes in the lab (up to ~2.5 s), so a replica that is waiting
+/// for a new leader to forward to is heard.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause after every replica failed once in a row, before the next round of tries.
+const ROUND_PAUSE: Duration = Duration::from_millis(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Snapshots of a long run's ledger exceed tonic's default 4 MiB.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
@@ -32,6 +44,9 @@ const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 pub struct Connections {
     replicas: Vec<ReplicaAddress>,
     channels: Vec<Mutex<Option<Channel>>>,
+    /// [`OPERATION_TIMEOUT`] and [`ATTEMPT_TIMEOUT`], shorter in tests.
+    operation_timeout: Duration,
+    attempt_timeout: Duration,
 }
 
 /// Why a request was not sent or not answered.
@@ -43,10 +58,76 @@ pub enum CallError {
     Status(Status),
 }
 
+impl CallError {
+    /// Whether another replica may answer where this one did not: nothing was sent, or the
+    /// try failed without an answer to the request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CallError::Connect(_) => true,
+            CallError::Status(status) => retry::is_transient(status),
+        }
+    }
+
+    /// Whether the request certainly had no effect: it was never sent. Every status may come
+    /// after a leader received the request, so none is certain here (refusals are told apart by
+    /// [`classify_write_error`]).
+    fn certainly_not_sent(&self) -> bool {
+        matches!(self, CallError::Connect(_))
+    }
+}
+
+/// What trying one operation on replica after replica came to.
+#[derive(Debug)]
+pub struct Tried<T> {
+    /// The last try's result.
+    pub result: Result<T, CallError>,
+    /// The replica that gave the last result.
+    pub replica: usize,
+    /// How many tries were made.
+    pub tries: u32,
+    /// Whether a try before the last one may have taken effect: a write it carried may still
+    /// be applied, once more, after the last try's answer.
+    pub earlier_may_apply: bool,
+}
+
+impl<T> Tried<T> {
+    /// The same tries with the last result's success mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Tried<U> {
+        self.map_result(|result| result.map(f))
+    }
+
+    /// The same tries with the last result reinterpreted (an answer that means success).
+    pub fn map_result<U>(
+        self,
+        f: impl FnOnce(Result<T, CallError>) -> Result<U, CallError>,
+    ) -> Tried<U> {
+        Tried {
+            result: f(self.result),
+            replica: self.replica,
+            tries: self.tries,
+            earlier_may_apply: self.earlier_may_apply,
+        }
+    }
+}
+
 impl Connections {
     pub fn new(replicas: Vec<ReplicaAddress>) -> Arc<Connections> {
+        Self::with_timeouts(replicas, OPERATION_TIMEOUT, ATTEMPT_TIMEOUT)
+    }
+
+    /// Like [`Connections::new`], with other limits for an operation and for one try.
+    pub fn with_timeouts(
+        replicas: Vec<ReplicaAddress>,
+        operation_timeout: Duration,
+        attempt_timeout: Duration,
+    ) -> Arc<Connections> {
         let channels = replicas.iter().map(|_| Mutex::new(None)).collect();
-        Arc::new(Connections { replicas, channels })
+        Arc::new(Connections {
+            replicas,
+            channels,
+            operation_timeout,
+            attempt_timeout,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -79,8 +160,66 @@ impl Connections {
         *self.channels[replica].lock().await = None;
     }
 
-    /// Runs one catalog call on `replica` within [`OPERATION_TIMEOUT`].
+    /// Runs one catalog call on `replica` within [`OPERATION_TIMEOUT`], on that replica only.
     pub async fn call<T, F, Fut>(&self, replica: usize, call: F) -> Result<T, CallError>
+    where
+        F: FnOnce(CatalogClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.try_once(replica, self.operation_timeout, call).await
+    }
+
+    /// Runs one catalog call starting at `first` and, while a try fails without an answer,
+    /// on the next replica, round after round, until one answers or [`OPERATION_TIMEOUT`]
+    /// has passed; each try gets at most [`ATTEMPT_TIMEOUT`]. `call` builds the same request
+    /// for every try.
+    pub async fn call_with_failover<T, F, Fut>(&self, first: usize, mut call: F) -> Tried<T>
+    where
+        F: FnMut(CatalogClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.operation_timeout;
+        let mut replica = first;
+        let mut tries = 0u32;
+        let mut earlier_may_apply = false;
+        loop {
+            tries += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = self
+                .try_once(replica, self.attempt_timeout.min(left), &mut call)
+                .await;
+            let retry = match &result {
+                Err(error) => error.is_transient() && Instant::now() < deadline,
+                Ok(_) => false,
+            };
+            if !retry {
+                return Tried {
+                    result,
+                    replica,
+                    tries,
+                    earlier_may_apply,
+                };
+            }
+            if let Err(error) = &result {
+                earlier_may_apply |= !error.certainly_not_sent();
+                tracing::debug!(replica, ?error, "try failed; moving to the next replica");
+            }
+            replica = (replica + 1) % self.len();
+            if replica == first {
+                tokio::time::sleep(
+                    ROUND_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn try_once<T, F, Fut>(
+        &self,
+        replica: usize,
+        timeout: Duration,
+        call: F,
+    ) -> Result<T, CallError>
     where
         F: FnOnce(CatalogClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -89,10 +228,11 @@ impl Connections {
         let client = CatalogClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        match tokio::time::timeout(OPERATION_TIMEOUT, call(client)).await {
+        match tokio::time::timeout(timeout, call(client)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => {
-                if is_transport_failure(&status) {
+                // The connection may be dead: the next operation dials again.
+                if retry::is_transient(&status) {
                     self.forget(replica).await;
                 }
                 Err(CallError::Status(status))
@@ -100,33 +240,52 @@ impl Connections {
             Err(_) => {
                 self.forget(replica).await;
                 Err(CallError::Status(Status::deadline_exceeded(
-                    "no answer within the operation timeout",
+                    "no answer within the try's timeout",
                 )))
             }
         }
     }
 }
 
-/// A status after which the connection may be dead: the next operation dials again.
-fn is_transport_failure(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
-    )
-}
-
 /// The outcome of a write that did not return success.
+///
+/// RESOURCE_EXHAUSTED is not a refusal: no replica answers a write with it, so it comes from
+/// the HTTP/2 layer after the request was sent (a GOAWAY with ENHANCE_YOUR_CALM tears down the
+/// connection of a forwarded write in flight, as a paused leader's server does when it wakes to
+/// a backlog of reset streams) or from a message-size limit on the answer. Either way the write
+/// may have been applied.
 pub fn classify_write_error(error: &CallError) -> Outcome {
     match error {
         CallError::Connect(_) => Outcome::Failed,
         CallError::Status(status) => match status.code() {
             // Refused while checking the request, before anything was proposed.
-            Code::InvalidArgument | Code::ResourceExhausted | Code::Unimplemented => {
-                Outcome::Failed
-            }
+            Code::InvalidArgument | Code::Unimplemented => Outcome::Failed,
             _ => Outcome::Unknown,
         },
     }
+}
+
+/// The outcome of a write tried on one replica after another, from its last try's result
+/// (`Ok` or [`classify_write_error`]) and whether an earlier try may have taken effect.
+///
+/// Every try of a write carries the same request id, so the replicas apply it at most once
+/// however many tries reached a leader, and answer a repeat with the first application's
+/// result: an acknowledged write is acknowledged, at the version it was applied at. A write
+/// whose last try certainly failed may still have been applied by an earlier one: unknown.
+pub fn outcome_after_tries(last: Outcome, earlier_may_apply: bool) -> Outcome {
+    match last {
+        Outcome::Failed if earlier_may_apply => Outcome::Unknown,
+        other => other,
+    }
+}
+
+/// How a write ended, from the last try's result and whether an earlier try may still apply.
+fn recorded_outcome<T>(last: &Result<T, CallError>, earlier_may_apply: bool) -> Outcome {
+    let last = match last {
+        Ok(_) => Outcome::Ok,
+        Err(error) => classify_write_error(error),
+    };
+    outcome_after_tries(last, earlier_may_apply)
 }
 
 /// What every worker holds: who it is in the history, how it reaches the replicas, where it
@@ -138,6 +297,18 @@ pub struct Worker {
     pub recorder: Recorder,
     pub clock: Clock,
     pub stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// The request id of operation `id`, sent with every try of it so that the replicas apply
+    /// it at most once. Operation ids are unique in a run and increase, and every run starts
+    /// a new cluster, so the worker's number names the client.
+    fn request_id(&self, id: u64) -> pb::RequestId {
+        pb::RequestId {
+            client: format!("netting-chaos-{}", self.client),
+            sequence: id + 1,
+        }
+    }
 }
 
 /// Settings shared by the workers.
@@ -188,7 +359,7 @@ pub async fn write_register(
     } = worker;
     let id = recorder.next_id();
     let invoked = clock.now();
-    let result = match &value {
+    let tried = match &value {
         Some(pod) => {
             let request = pb::RegisterRequest {
                 namespace: REGISTER_NAMESPACE.to_owned(),
@@ -200,49 +371,78 @@ pub async fn write_register(
                     pod: pod.clone(),
                     ..Default::default()
                 }),
+                request_id: Some(worker.request_id(id)),
                 ..Default::default()
             };
-            connections
-                .call(replica, |mut c| async move { c.register(request).await })
-                .await
-                .map(|r| Some(r.version))
+            register_endpoint(connections, replica, request).await
         }
         None => {
-            let request = deregister_request(REGISTER_NAMESPACE, &key.service, key);
-            match connections
-                .call(replica, |mut c| async move { c.deregister(request).await })
-                .await
-            {
-                Ok(response) => Ok(Some(response.version)),
-                // Decided when the command was applied: the register was already empty, which
-                // is what this write leaves, so it is a successful write of "absent".
-                Err(CallError::Status(status)) if status.code() == Code::NotFound => Ok(None),
-                Err(error) => Err(error),
-            }
+            let request =
+                deregister_request(REGISTER_NAMESPACE, &key.service, key, worker.request_id(id));
+            // A removal that found the register empty leaves what this write means to leave:
+            // a successful write of "absent" (at version 0, changing nothing).
+            deregister_endpoint(connections, replica, request).await
         }
-    };
+    }
+    .map(|response| Some(response.version).filter(|v| *v > 0));
     let completed = clock.now();
-    let (outcome, completed, version) = match result {
-        Ok(version) => (Outcome::Ok, Some(completed), version),
-        Err(error) => match classify_write_error(&error) {
-            Outcome::Failed => (Outcome::Failed, Some(completed), None),
-            _ => (Outcome::Unknown, None, None),
-        },
-    };
+    let outcome = recorded_outcome(&tried.result, tried.earlier_may_apply);
     recorder.register(RegisterOperation {
         id,
         client: *client,
         key: key.name(),
         op: RegisterOp::Write { value },
         invoked,
-        completed,
+        completed: (outcome != Outcome::Unknown).then_some(completed),
         outcome,
-        replica,
-        version,
+        replica: tried.replica,
+        version: tried.result.ok().flatten(),
+        written_at: None,
     });
 }
 
-fn deregister_request(namespace: &str, service: &str, key: &RegisterKey) -> pb::DeregisterRequest {
+/// Registers an endpoint, failing over.
+async fn register_endpoint(
+    connections: &Connections,
+    replica: usize,
+    request: pb::RegisterRequest,
+) -> Tried<pb::WriteResponse> {
+    connections
+        .call_with_failover(replica, |mut c| {
+            let request = request.clone();
+            async move { c.register(request).await }
+        })
+        .await
+}
+
+/// Removes an endpoint, failing over. NOT_FOUND is decided when the command is applied: the
+/// endpoint was not there, which is what a removal leaves, so it is a success that changed
+/// nothing (version 0).
+async fn deregister_endpoint(
+    connections: &Connections,
+    replica: usize,
+    request: pb::DeregisterRequest,
+) -> Tried<pb::WriteResponse> {
+    connections
+        .call_with_failover(replica, |mut c| {
+            let request = request.clone();
+            async move { c.deregister(request).await }
+        })
+        .await
+        .map_result(|result| match result {
+            Err(CallError::Status(status)) if status.code() == Code::NotFound => {
+                Ok(pb::WriteResponse::default())
+            }
+            other => other,
+        })
+}
+
+fn deregister_request(
+    namespace: &str,
+    service: &str,
+    key: &RegisterKey,
+    request_id: pb::RequestId,
+) -> pb::DeregisterRequest {
     pb::DeregisterRequest {
         namespace: namespace.to_owned(),
         service: service.to_owned(),
@@ -250,7 +450,7 @@ fn deregister_request(namespace: &str, service: &str, key: &RegisterKey) -> pb::
             address: key.address.clone(),
             port: key.port,
         }),
-        request_id: None,
+        request_id: Some(request_id),
     }
 }
 
@@ -270,8 +470,8 @@ pub async fn register_reader(
     }
 }
 
-/// Reads one register with a linearizable read and records it. A read that fails tells nothing
-/// and is recorded as `Failed` (the checker ignores it).
+/// Reads one register with a linearizable read, failing over like a write, and records it. A
+/// read that fails tells nothing and is recorded as `Failed` (the checker ignores it).
 pub async fn read_register(
     worker: &Worker,
     replica: usize,
@@ -291,26 +491,38 @@ pub async fn read_register(
         service: key.service.clone(),
         consistency: pb::Consistency::Linearizable as i32,
     };
-    let result = connections
-        .call(replica, |mut c| async move { c.get_service(request).await })
+    let tried = connections
+        .call_with_failover(replica, |mut c| {
+            let request = request.clone();
+            async move { c.get_service(request).await }
+        })
         .await;
     let completed = clock.now();
-    let (observed, version) = match result {
+    // A read changes nothing, so earlier tries do not matter: the last one's answer was read
+    // at some point between the invocation and now.
+    let replica = tried.replica;
+    let (observed, version, written_at) = match tried.result {
         Ok(response) => {
-            let value = response.service.and_then(|service| {
+            let endpoint = response.service.and_then(|service| {
                 service
                     .endpoints
                     .into_iter()
                     .find(|e| e.address == key.address && e.port == key.port)
-                    .map(|e| e.pod)
             });
-            (Some(value), Some(response.version))
+            let written_at = endpoint.as_ref().map(|e| e.modify_index);
+            (
+                Some(endpoint.map(|e| e.pod)),
+                Some(response.version),
+                written_at,
+            )
         }
         // A linearizable read of a service that does not exist: the register is absent.
-        Err(CallError::Status(status)) if status.code() == Code::NotFound => (Some(None), None),
+        Err(CallError::Status(status)) if status.code() == Code::NotFound => {
+            (Some(None), None, None)
+        }
         Err(error) => {
             tracing::debug!(replica, ?error, "read failed");
-            (None, None)
+            (None, None, None)
         }
     };
     recorder.register(RegisterOperation {
@@ -329,6 +541,7 @@ pub async fn read_register(
         },
         replica,
         version,
+        written_at,
     });
     observed
 }
@@ -448,7 +661,7 @@ async fn ledger_write(
     } = worker;
     let id = recorder.next_id();
     let invoked = clock.now();
-    let result = if register {
+    let tried = if register {
         let request = pb::RegisterRequest {
             namespace: namespace.to_owned(),
             service: key.service.clone(),
@@ -458,39 +671,27 @@ async fn ledger_write(
                 ready: true,
                 ..Default::default()
             }),
+            request_id: Some(worker.request_id(id)),
             ..Default::default()
         };
-        connections
-            .call(replica, |mut c| async move { c.register(request).await })
-            .await
+        register_endpoint(connections, replica, request).await
     } else {
-        let request = deregister_request(namespace, &key.service, key);
-        match connections
-            .call(replica, |mut c| async move { c.deregister(request).await })
-            .await
-        {
-            // Decided when the command was applied: the entry was not there, which is what a
-            // removal leaves (its registration had not landed, or never will).
-            Err(CallError::Status(status)) if status.code() == Code::NotFound => {
-                Ok(pb::WriteResponse::default())
-            }
-            other => other,
-        }
+        // A removal that found nothing: its registration had not landed, or never will.
+        let request = deregister_request(namespace, &key.service, key, worker.request_id(id));
+        deregister_endpoint(connections, replica, request).await
     };
     let completed = clock.now();
-    let (outcome, completed, version, leader) = match result {
-        // Version 0: a removal that found nothing changed nothing.
+    let outcome = recorded_outcome(&tried.result, tried.earlier_may_apply);
+    let replica = tried.replica;
+    // Version 0: a removal that found nothing changed nothing.
+    let (version, leader) = match tried.result {
         Ok(response) => (
-            Outcome::Ok,
-            Some(completed),
             Some(response.version).filter(|v| *v > 0),
             Some(response.leader_id).filter(|_| response.version > 0),
         ),
-        Err(error) => match classify_write_error(&error) {
-            Outcome::Failed => (Outcome::Failed, Some(completed), None, None),
-            _ => (Outcome::Unknown, None, None, None),
-        },
+        Err(_) => (None, None),
     };
+    let completed = (outcome != Outcome::Unknown).then_some(completed);
     recorder.ledger(LedgerWrite {
         id,
         client: *client,
@@ -526,3 +727,6 @@ async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) {
     // An error means the sender is gone: stop as if told to.
     let _ = tokio::time::timeout(duration, stop.wait_for(|stopped| *stopped)).await;
 }
+
+#[cfg(test)]
+mod tests;
