@@ -116,6 +116,7 @@ fn the_short_run_passes_every_check() {
         "replicas-equal",
         "linearizable",
         "writes-applied-once",
+        "requests-applied-once",
         "sidecars-never-backwards",
         "sidecars-converged",
         "one-leader-per-term",
@@ -229,7 +230,12 @@ fn writes_survive_a_paused_then_isolated_leader_exactly_once() {
             .unwrap_or_else(|| panic!("check {name} missing\n{stdout}"))
             .clone()
     };
-    for name in ["writes-applied-once", "linearizable", "no-lost-writes"] {
+    for name in [
+        "writes-applied-once",
+        "requests-applied-once",
+        "linearizable",
+        "no-lost-writes",
+    ] {
         let result = check(name);
         assert_eq!(
             result["passed"],

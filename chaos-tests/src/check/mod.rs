@@ -2,3 +2,4 @@
 pub mod applied_once;
 pub mod invariants;
 pub mod linearizability;
+pub mod replica_record;

@@ -159,6 +159,15 @@ impl Cluster {
         &self.crashes
     }
 
+    /// Each replica's log file, by index.
+    pub fn log_paths(&self) -> Vec<(usize, PathBuf)> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .map(|(index, replica)| (index, replica.log.clone()))
+            .collect()
+    }
+
     /// Where the replicas' logs are.
     pub fn log_dir(&self) -> PathBuf {
         self.root.clone()

@@ -27,9 +27,9 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::check::applied_once;
 use crate::check::invariants::{self, CatalogDump, ServiceDump, SidecarFinal};
 use crate::check::linearizability;
+use crate::check::{applied_once, replica_record};
 use crate::history::{History, Micros};
 use crate::report::{self, CheckResult, RunReport, SidecarSummary};
 use crate::schedule::{Fault, FaultStream};
@@ -93,8 +93,20 @@ pub async fn run(options: RunOptions) -> Result<RunReport, RunError> {
     let mut cluster = Cluster::start(&options)?;
     let outcome = experiment(&options, &mut cluster, clock).await;
     let logs = cluster.log_dir();
+    let replica_logs = cluster.log_paths();
     cluster.stop().await;
     let mut experiment = outcome?;
+    experiment.replica_logs = replica_logs
+        .into_iter()
+        .map(|(replica, path)| {
+            // A log that cannot be read is reported as such, and fails nothing by itself.
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                warn!(replica, path = %path.display(), error = %e, "cannot read a replica log");
+                String::new()
+            });
+            (replica, text)
+        })
+        .collect();
     let end = clock.now();
 
     let checks = checks(&experiment);
@@ -152,6 +164,8 @@ struct Experiment {
     final_version: u64,
     subscribed: BTreeMap<String, ServiceDump>,
     crashes: Vec<String>,
+    /// Each replica's log (every life of it), read after the run.
+    replica_logs: Vec<(usize, String)>,
 }
 
 fn checks(experiment: &Experiment) -> Vec<CheckResult> {
@@ -162,6 +176,7 @@ fn checks(experiment: &Experiment) -> Vec<CheckResult> {
         invariants::replicas_equal(&experiment.catalogs),
         linearizable,
         applied_once::writes_applied_once(&history.registers),
+        replica_record::requests_applied_once(&experiment.replica_logs),
         invariants::sidecars_never_backwards(history),
         invariants::sidecars_converged(&experiment.sidecars, &experiment.subscribed),
         invariants::one_leader_per_term(history),
@@ -345,6 +360,7 @@ async fn experiment(
         converged,
         final_version,
         subscribed,
+        replica_logs: Vec::new(),
     })
 }
 
