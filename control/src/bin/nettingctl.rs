@@ -11,7 +11,8 @@ use netting_control::ctl::{self, Cli, ProcessEnv};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
-    match ctl::run(cli, &ProcessEnv, &mut stdout).await {
+    let mut stderr = std::io::stderr().lock();
+    match ctl::run(cli, &ProcessEnv, &mut stdout, &mut stderr).await {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`); there is nobody to tell.
         Err(err) if err.is_broken_pipe() => ExitCode::SUCCESS,
