@@ -8,12 +8,15 @@
 //! NOT_FOUND, ...) would be the same everywhere and is returned as is.
 //!
 //! A write whose replica failed mid-call may have been applied there. It is retried on the
-//! next replica all the same, and the retry is written down as a note for the operator (see
-//! [`Client::take_notes`]); when no replica confirms such a write, the error says that its
+//! next replica under the same request id (see [`Client::request_id`]), so the cluster applies
+//! it at most once and answers a retry of an applied write with the first application's
+//! version; the retry is written down as a note for the operator (see
+//! [`Client::take_notes`]). When no replica confirms such a write, the error says that its
 //! outcome is unknown instead of calling it failed.
 
 use std::error::Error as _;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,7 +24,7 @@ use netting_proto::catalog::v1::catalog_client::CatalogClient;
 use netting_proto::catalog::v1::cluster_client::ClusterClient;
 use netting_proto::catalog::v1::{
     DeregisterRequest, GetServiceRequest, GetServiceResponse, ListServicesRequest,
-    ListServicesResponse, RegisterRequest, RemoveMemberRequest, RemoveMemberResponse,
+    ListServicesResponse, RegisterRequest, RemoveMemberRequest, RemoveMemberResponse, RequestId,
     StatusRequest, StatusResponse, WriteResponse,
 };
 use netting_proto::discovery::v1::discovery_admin_client::DiscoveryAdminClient;
@@ -164,6 +167,9 @@ where
 pub struct Client {
     targets: Vec<Target>,
     timeout: Duration,
+    /// Names this client's writes: random per process, as `RequestId` asks.
+    client_id: String,
+    last_sequence: Arc<AtomicU64>,
     /// Writes retried after a replica failed mid-call, for [`Client::take_notes`].
     retried: Arc<Mutex<Vec<Retried>>>,
 }
@@ -174,7 +180,18 @@ impl Client {
         Self {
             targets,
             timeout,
+            client_id: uuid::Uuid::new_v4().to_string(),
+            last_sequence: Arc::default(),
             retried: Arc::default(),
+        }
+    }
+
+    /// A new request id for one write: this client's id and the next sequence number (from 1).
+    /// Every try of that write must send the same id.
+    pub fn request_id(&self) -> RequestId {
+        RequestId {
+            client: self.client_id.clone(),
+            sequence: self.last_sequence.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
 

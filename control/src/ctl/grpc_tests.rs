@@ -14,7 +14,7 @@ use netting_proto::catalog::v1::cluster_server::{Cluster, ClusterServer};
 use netting_proto::catalog::v1::{
     Consistency, DeregisterRequest, Endpoint, GetServiceRequest, GetServiceResponse, JoinRequest,
     JoinResponse, ListServicesRequest, ListServicesResponse, Member, RegisterRequest,
-    RemoveMemberRequest, RemoveMemberResponse, Service, StatusRequest, StatusResponse,
+    RemoveMemberRequest, RemoveMemberResponse, RequestId, Service, StatusRequest, StatusResponse,
     WriteResponse,
 };
 use netting_proto::discovery::v1 as discovery;
@@ -59,6 +59,11 @@ struct FakeReplica {
     sessions: Mutex<Vec<discovery::SessionInfo>>,
     /// A handle on every accepted connection's socket, so a handler can cut them.
     connections: Mutex<Vec<std::net::TcpStream>>,
+    /// The request ids of every write received, answered or not.
+    write_ids: Mutex<Vec<Option<RequestId>>>,
+    /// The cluster's record of applied request ids and their versions; fakes that share it
+    /// behave as replicas of one cluster.
+    applied: Arc<Mutex<HashMap<(String, u64), u64>>>,
 }
 
 impl FakeReplica {
@@ -76,7 +81,35 @@ impl FakeReplica {
             gets: Mutex::new(Vec::new()),
             sessions: Mutex::new(Vec::new()),
             connections: Mutex::new(Vec::new()),
+            write_ids: Mutex::new(Vec::new()),
+            applied: Arc::default(),
         }
+    }
+
+    /// Receives a write: a replica about to die mid-call applies it first (at `version - 1`),
+    /// one that answers applies it at `version` unless its id was applied before, which it
+    /// answers as a duplicate with the first version.
+    async fn write(&self, id: Option<RequestId>, version: u64) -> Result<WriteResponse, Status> {
+        self.write_ids.lock().unwrap().push(id.clone());
+        let key = id.map(|id| (id.client, id.sequence));
+        if let (Mode::DieMidCall, Some(key)) = (self.mode, &key) {
+            self.applied
+                .lock()
+                .unwrap()
+                .insert(key.clone(), version - 1);
+        }
+        self.gate().await?;
+        let first = key.and_then(|key| {
+            let mut applied = self.applied.lock().unwrap();
+            let first = applied.get(&key).copied();
+            applied.entry(key).or_insert(version);
+            first
+        });
+        Ok(WriteResponse {
+            version: first.unwrap_or(version),
+            leader_id: 1,
+            duplicate: first.is_some(),
+        })
     }
 
     /// Connects a sidecar of `default/<pod>` that acknowledged `acked`.
@@ -145,26 +178,20 @@ impl Catalog for FakeReplica {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        self.gate().await?;
-        self.registered.lock().unwrap().push(request.into_inner());
-        Ok(Response::new(WriteResponse {
-            version: 42,
-            leader_id: 1,
-            duplicate: false,
-        }))
+        let request = request.into_inner();
+        let answer = self.write(request.request_id.clone(), 42).await?;
+        self.registered.lock().unwrap().push(request);
+        Ok(Response::new(answer))
     }
 
     async fn deregister(
         &self,
         request: Request<DeregisterRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        self.gate().await?;
-        self.deregistered.lock().unwrap().push(request.into_inner());
-        Ok(Response::new(WriteResponse {
-            version: 43,
-            leader_id: 1,
-            duplicate: false,
-        }))
+        let request = request.into_inner();
+        let answer = self.write(request.request_id.clone(), 43).await?;
+        self.deregistered.lock().unwrap().push(request);
+        Ok(Response::new(answer))
     }
 
     async fn get_service(
@@ -908,6 +935,50 @@ async fn replica_dying_mid_write_fails_over_and_says_so() {
         "{notes}"
     );
     assert_eq!(notes.lines().count(), 1, "{notes}");
+}
+
+/// The retry of a write carries the first try's request id, so when the dying replica had
+/// applied it, the cluster answers with that first version: the operator is told the real
+/// outcome, and that it came from the earlier try.
+#[tokio::test]
+async fn retried_write_reuses_its_request_id_and_reports_the_first_outcome() {
+    let mut dying = FakeReplica::new(1, Mode::DieMidCall);
+    let well = FakeReplica::new(2, Mode::Answer);
+    dying.applied = Arc::clone(&well.applied);
+    let (dying, well) = (Arc::new(dying), Arc::new(well));
+    let addr = format!("{},{}", serve(&dying).await, serve(&well).await);
+    let (out, notes) = ctl_noting(&no_env(), &with_addr(&addr, &REGISTER)).await;
+    assert_eq!(
+        out.unwrap(),
+        "registered 10.0.0.7:8080 of shop/web at version 41 (leader 1; applied by an earlier \
+         try of this write)\n"
+    );
+    assert!(notes.contains("failed mid-call"), "{notes}");
+    let first = dying.write_ids.lock().unwrap().clone();
+    let retry = well.write_ids.lock().unwrap().clone();
+    assert_eq!(first, retry, "the same id on both replicas");
+    let id = first[0].clone().unwrap();
+    assert_eq!(id.sequence, 1);
+    assert!(uuid::Uuid::parse_str(&id.client).is_ok(), "{id:?}");
+
+    // Another invocation is another client: a new id, applied anew.
+    let well_addr = well.address.lock().unwrap().clone();
+    let out = ctl(&with_addr(
+        &well_addr,
+        &[
+            "-o",
+            "json",
+            "catalog",
+            "deregister",
+            "shop/web",
+            "--whole-service",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(json_of(&out)["duplicate"], false);
+    let second = well.write_ids.lock().unwrap()[1].clone().unwrap();
+    assert_ne!(second.client, id.client);
 }
 
 /// A read whose replica dies mid-call fails over silently: nothing was at stake.
