@@ -1,18 +1,29 @@
-//! Which failed calls to a replica are worth trying on another replica.
+//! Which failed calls to a replica are worth trying on another replica, and what a failure
+//! says about whether the request took effect.
 //!
-//! A client of the control plane (a sidecar, `nettingctl`, a replica forwarding to its leader,
-//! the chaos lab's workers) talks to one replica at a time. When that replica dies, is cut off
-//! or is not the leader any more, the call fails in one of a few ways that say nothing about
-//! the request itself; the right move is the next replica. Any other status is the replica's
-//! answer to the request and would be the same elsewhere.
+//! Every client of the control plane (`nettingctl`, a sidecar, a replica forwarding to its
+//! leader, the benches and the chaos lab) talks to one replica at a time. When that replica
+//! dies, is cut off or cannot serve, the call fails in a way that says nothing about the
+//! request itself, and the next replica may answer. Any other status is the replica's answer
+//! to the request and would be the same elsewhere.
 //!
 //! The decision is made on error kinds, never on message text: the status code, and for a
-//! status tonic built from a client-side failure, the error types in its source chain (tonic's
-//! transport error, or an I/O error of a broken connection).
+//! status tonic built from a client-side failure, the error types in its source chain. What
+//! tonic 0.14 puts there, seen by experiment:
 //!
-//! A transient failure of a *write* leaves its outcome unknown: the request may have been
-//! applied before the connection broke. Retrying it elsewhere is safe only for idempotent or
-//! deduplicated requests, and the caller must not report the first try as failed.
+//! | what happened | code | source chain |
+//! |---|---|---|
+//! | nothing listens (refused) | UNAVAILABLE | `transport::Error` → `tonic::ConnectError` → … → `io::Error` (`ConnectionRefused`) |
+//! | connection closed before the request was handed to it | CANCELLED | `transport::Error` → `hyper::Error` (`is_canceled`) |
+//! | connection broken after the request was sent | UNKNOWN | `transport::Error` → `hyper::Error` → `io::Error` (`BrokenPipe`, `ConnectionReset`) |
+//!
+//! A status that came over the wire from a server has no source at all, so an UNKNOWN a
+//! server sent is never mistaken for a broken connection.
+//!
+//! A transient failure of a *write* leaves its outcome unknown unless it is
+//! [`FailureKind::NotSent`]: the request may have been applied before the connection broke.
+//! Retrying it elsewhere is safe only for requests the server deduplicates (or that are
+//! idempotent), and a client must not report the first try as failed.
 
 use std::error::Error;
 use std::io;
@@ -22,8 +33,12 @@ use tonic::{Code, Status};
 /// How a call to a replica failed, as far as the client can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// The connection failed under the call (refused, reset, closed, broken): the request may
-    /// not have arrived, or may have been acted on before the replica went away.
+    /// The request never left this client: no connection could be made (refused,
+    /// unreachable, connect timeout) or the connection closed before the request was handed
+    /// to it. Nothing happened on the server; any request may be retried anywhere.
+    NotSent,
+    /// The connection broke under the call (reset, closed, broken pipe): the request may have
+    /// been acted on before the replica went away.
     Transport,
     /// UNAVAILABLE: the replica cannot serve now (no leader, shutting down, lost leadership).
     Unavailable,
@@ -41,17 +56,25 @@ impl FailureKind {
     pub fn is_transient(self) -> bool {
         !matches!(self, FailureKind::Answered(_))
     }
+
+    /// Whether the request may have taken effect although the call failed: true for every
+    /// transient failure but [`FailureKind::NotSent`]. An answered error means it did not.
+    pub fn outcome_unknown(self) -> bool {
+        self.is_transient() && self != FailureKind::NotSent
+    }
 }
 
 /// Classifies a failed call.
 pub fn classify(status: &Status) -> FailureKind {
+    // The source chain first: tonic reports a refused connection as UNAVAILABLE and a
+    // never-dispatched request as CANCELLED, and both are more precisely "not sent".
+    if let Some(kind) = status.source().and_then(classify_error) {
+        return kind;
+    }
     match status.code() {
         Code::Unavailable => FailureKind::Unavailable,
         Code::DeadlineExceeded => FailureKind::DeadlineExceeded,
         Code::Cancelled => FailureKind::Cancelled,
-        // tonic reports a broken connection as UNKNOWN with the transport error as its source;
-        // an UNKNOWN a server sent has no source.
-        _ if status.source().is_some_and(is_transport_error) => FailureKind::Transport,
         code => FailureKind::Answered(code),
     }
 }
@@ -61,160 +84,56 @@ pub fn is_transient(status: &Status) -> bool {
     classify(status).is_transient()
 }
 
-/// Whether an error, or any error in its source chain, is a transport failure: tonic's
-/// transport error, or an I/O error of a connection that could not be made or broke.
-pub fn is_transport_error(error: &(dyn Error + 'static)) -> bool {
+/// Classifies a client-side error by the types in its source chain: [`FailureKind::NotSent`]
+/// or [`FailureKind::Transport`] when it is a connection failure, `None` when nothing in the
+/// chain is one. Use it for errors that are not a [`Status`], e.g. from `Endpoint::connect`.
+pub fn classify_error(error: &(dyn Error + 'static)) -> Option<FailureKind> {
+    let mut transport = false;
     let mut current = Some(error);
     while let Some(error) = current {
-        if error.is::<tonic::transport::Error>() {
-            return true;
+        if error.is::<tonic::ConnectError>() {
+            return Some(FailureKind::NotSent);
         }
-        if let Some(io) = error.downcast_ref::<io::Error>()
-            && is_connection_io_error(io.kind())
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
         {
-            return true;
+            // hyper cancels a request it never took off its queue for the connection.
+            return Some(FailureKind::NotSent);
         }
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            if never_connected(io.kind()) {
+                return Some(FailureKind::NotSent);
+            }
+            transport |= broken_connection(io.kind());
+        }
+        transport |= error.is::<tonic::transport::Error>() || error.is::<hyper::Error>();
         current = error.source();
     }
-    false
+    transport.then_some(FailureKind::Transport)
 }
 
-fn is_connection_io_error(kind: io::ErrorKind) -> bool {
+/// Whether an error, or any error in its source chain, is a connection failure.
+pub fn is_transport_error(error: &(dyn Error + 'static)) -> bool {
+    classify_error(error).is_some()
+}
+
+/// I/O errors that only a connection attempt gives: no byte of a request was sent.
+fn never_connected(kind: io::ErrorKind) -> bool {
     use io::ErrorKind::*;
     matches!(
         kind,
-        ConnectionRefused
-            | ConnectionReset
-            | ConnectionAborted
-            | NotConnected
-            | BrokenPipe
-            | UnexpectedEof
-            | TimedOut
-            | HostUnreachable
-            | NetworkUnreachable
-            | NetworkDown
-            | AddrNotAvailable
+        ConnectionRefused | HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable
+    )
+}
+
+/// I/O errors of a connection that broke while in use.
+fn broken_connection(kind: io::ErrorKind) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionReset | ConnectionAborted | NotConnected | BrokenPipe | UnexpectedEof | TimedOut
     )
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use tokio::io::AsyncReadExt;
-
-    use super::*;
-    use crate::catalog::v1 as pb;
-
-    #[test]
-    fn status_codes_of_a_replica_that_cannot_serve_are_transient() {
-        assert_eq!(
-            classify(&Status::unavailable("no leader")),
-            FailureKind::Unavailable
-        );
-        assert_eq!(
-            classify(&Status::deadline_exceeded("late")),
-            FailureKind::DeadlineExceeded
-        );
-        assert_eq!(
-            classify(&Status::cancelled("reset")),
-            FailureKind::Cancelled
-        );
-        assert!(is_transient(&Status::unavailable("")));
-    }
-
-    /// A replica's answer is final whatever its message says: the text is never matched.
-    #[test]
-    fn answers_are_not_transient_whatever_their_text() {
-        for status in [
-            Status::unknown("transport error"),
-            Status::invalid_argument("connection reset"),
-            Status::not_found("unavailable"),
-            Status::failed_precondition("owned by another source"),
-        ] {
-            assert_eq!(classify(&status), FailureKind::Answered(status.code()));
-            assert!(!is_transient(&status));
-        }
-    }
-
-    /// tonic turns a client-side error it does not recognise into UNKNOWN with the error as
-    /// source; a broken connection's I/O error there is a transport failure, any other error
-    /// is not.
-    #[test]
-    fn unknown_with_a_connection_error_in_its_source_chain_is_transport() {
-        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "peer reset");
-        let status = Status::from_error(Box::new(reset));
-        assert_eq!(status.code(), Code::Unknown);
-        assert_eq!(classify(&status), FailureKind::Transport);
-
-        let wrapped = Wrapped(io::Error::new(io::ErrorKind::BrokenPipe, "pipe"));
-        assert_eq!(
-            classify(&Status::from_error(Box::new(wrapped))),
-            FailureKind::Transport
-        );
-
-        let unrelated = io::Error::new(io::ErrorKind::InvalidData, "bad bytes");
-        assert_eq!(
-            classify(&Status::from_error(Box::new(unrelated))),
-            FailureKind::Answered(Code::Unknown)
-        );
-    }
-
-    /// An error that names another as its source, as hyper's and tonic's do.
-    #[derive(Debug)]
-    struct Wrapped(io::Error);
-
-    impl std::fmt::Display for Wrapped {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("request failed")
-        }
-    }
-
-    impl Error for Wrapped {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    /// The real thing: a replica that takes the request and resets the connection without
-    /// answering. Whatever code tonic gives it, the client must move on.
-    #[tokio::test]
-    async fn a_connection_reset_mid_call_is_transient() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            // The HTTP/2 preface (24 bytes) and more: the request is on its way.
-            let mut received = 0;
-            let mut buf = [0u8; 1024];
-            while received < 64 {
-                let n = stream.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                received += n;
-            }
-            // Linger 0: close with a reset, as a killed process's kernel does.
-            stream.set_zero_linger().unwrap();
-            drop(stream);
-        });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        let mut client = pb::catalog_client::CatalogClient::new(channel);
-        let status = client
-            .get_service(pb::GetServiceRequest::default())
-            .await
-            .expect_err("the server never answers");
-        server.await.unwrap();
-        // tonic says UNKNOWN "transport error", with the reset in the source chain (or
-        // UNAVAILABLE if the reset came while it still counted the connection as connecting).
-        assert!(
-            matches!(
-                classify(&status),
-                FailureKind::Transport | FailureKind::Unavailable
-            ),
-            "a reset connection must be transient: {status:?}"
-        );
-    }
-}
+mod tests;

@@ -37,7 +37,8 @@ fn next_seq() -> u64 {
 #[derive(Clone)]
 pub(crate) enum Writer {
     Netting {
-        client: CatalogClient<Channel>,
+        /// The member it writes to, then the ones it fails over to.
+        clients: Vec<CatalogClient<Channel>>,
         writer: usize,
         payload: usize,
     },
@@ -58,10 +59,10 @@ impl Writer {
     async fn write(&mut self, n: u64) -> Result<Ack, String> {
         match self {
             Writer::Netting {
-                client,
+                clients,
                 writer,
                 payload,
-            } => netting::write(client, *writer, n, *payload).await,
+            } => netting::write(clients, *writer, n, *payload).await,
             Writer::EtcdGateway {
                 http,
                 uri,

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -223,8 +224,16 @@ impl Cluster for Netting {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("netting: cannot connect to replica {member}: {e}"));
+        // The member first, then the others to fail over to, as any client of the cluster.
+        let mut clients = vec![CatalogClient::new(channel)];
+        let others = (1..self.nodes.len()).map(|k| (member + k) % self.nodes.len());
+        clients.extend(
+            others
+                .filter_map(|m| lazy_channel(&self.nodes[m].grpc))
+                .map(CatalogClient::new),
+        );
         Writer::Netting {
-            client: CatalogClient::new(channel),
+            clients,
             writer,
             payload: self.payload,
         }
@@ -303,24 +312,44 @@ impl Cluster for Netting {
     }
 }
 
-/// One register through `client`.
+/// Names this bench process's writes (`RequestId.client`); the sequence is the write's
+/// global number, unique within the run.
+static CLIENT_ID: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().to_string());
+
+/// One register through the first of `clients`, moving on to the next on a failure
+/// `netting_proto::retry` calls transient, as nettingctl does. Every try sends the same
+/// request id, so a write that a failed replica had applied is not applied again.
 pub(crate) async fn write(
-    client: &mut CatalogClient<Channel>,
+    clients: &mut [CatalogClient<Channel>],
     writer: usize,
     n: u64,
     payload: usize,
 ) -> Result<Ack, String> {
-    let req = request(writer, n, payload);
+    let mut req = request(writer, n, payload);
     let len = req.encoded_len();
     SIZE_MIN.fetch_min(len, Ordering::Relaxed);
     SIZE_MAX.fetch_max(len, Ordering::Relaxed);
-    let response = client
-        .register(req)
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-        .into_inner();
-    Ok(Ack {
-        leader: Some(response.leader_id),
-        term: None,
-    })
+    req.request_id = Some(pb::RequestId {
+        client: CLIENT_ID.clone(),
+        sequence: n,
+    });
+    let mut failures = Vec::new();
+    for client in clients.iter_mut() {
+        match client.register(req.clone()).await {
+            Ok(response) => {
+                return Ok(Ack {
+                    leader: Some(response.into_inner().leader_id),
+                    term: None,
+                });
+            }
+            Err(status) => {
+                let transient = netting_proto::retry::is_transient(&status);
+                failures.push(format!("{:?}: {}", status.code(), status.message()));
+                if !transient {
+                    break;
+                }
+            }
+        }
+    }
+    Err(failures.join("; then "))
 }

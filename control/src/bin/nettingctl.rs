@@ -12,7 +12,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     netting_control::telemetry::init_cli_tracing();
     let mut stdout = std::io::stdout().lock();
-    match ctl::run(cli, &ProcessEnv, &mut stdout).await {
+    let mut stderr = std::io::stderr().lock();
+    match ctl::run(cli, &ProcessEnv, &mut stdout, &mut stderr).await {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`); there is nobody to tell.
         Err(err) if err.is_broken_pipe() => ExitCode::SUCCESS,

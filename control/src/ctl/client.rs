@@ -2,26 +2,38 @@
 //!
 //! Every replica serves every RPC (followers forward writes to the leader), so the client does
 //! not look for the leader: it asks the replicas in the order given until one answers. Only
-//! failures that say "this replica cannot answer now" move on to the next one; an answer that
-//! is an application error (INVALID_ARGUMENT, NOT_FOUND, ...) would be the same everywhere
-//! and is returned as is.
+//! failures that say "this replica cannot answer now" move on to the next one — a refused or
+//! broken connection, UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, a timeout — as classified by
+//! [`netting_proto::retry`]; an answer that is an application error (INVALID_ARGUMENT,
+//! NOT_FOUND, ...) would be the same everywhere and is returned as is.
+//!
+//! A write whose replica failed mid-call may have been applied there. It is retried on the
+//! next replica under the same request id (see [`Client::request_id`]), so the cluster applies
+//! it at most once and answers a retry of an applied write with the first application's
+//! version; the retry is written down as a note for the operator (see
+//! [`Client::take_notes`]). When no replica confirms such a write, the error says that its
+//! outcome is unknown instead of calling it failed.
 
+use std::error::Error as _;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use netting_proto::catalog::v1::catalog_client::CatalogClient;
 use netting_proto::catalog::v1::cluster_client::ClusterClient;
 use netting_proto::catalog::v1::{
     DeregisterRequest, GetServiceRequest, GetServiceResponse, ListServicesRequest,
-    ListServicesResponse, RegisterRequest, RemoveMemberRequest, RemoveMemberResponse,
+    ListServicesResponse, RegisterRequest, RemoveMemberRequest, RemoveMemberResponse, RequestId,
     StatusRequest, StatusResponse, WriteResponse,
 };
 use netting_proto::discovery::v1::discovery_admin_client::DiscoveryAdminClient;
 use netting_proto::discovery::v1::{
     ListSessionsRequest, ListSessionsResponse, SidecarConfigRequest, SidecarConfigResponse,
 };
+use netting_proto::retry::{self, FailureKind};
+use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
 
 use super::error::{CtlError, StatusText, error_chain};
 use super::target::Target;
@@ -42,16 +54,24 @@ pub enum CallError {
 impl CallError {
     /// Whether another replica could answer where this one did not.
     ///
-    /// UNAVAILABLE covers a replica that is shutting down or has no leader to forward to;
-    /// DEADLINE_EXCEEDED one that is too slow. Retrying a write elsewhere after a timeout is
-    /// safe for `Register` (idempotent by definition); a retried `Deregister` whose first try
-    /// did apply answers NOT_FOUND, which is reported and never hides a lost write.
+    /// Connection failures (refused, reset, closed mid-call), timeouts, and the statuses
+    /// [`retry::is_transient`] accepts: UNAVAILABLE covers a replica that is shutting down or
+    /// has no leader to forward to, DEADLINE_EXCEEDED one that is too slow.
     pub fn tries_next(&self) -> bool {
         match self {
             CallError::InvalidAddress(_) | CallError::Connect(_) | CallError::TimedOut(_) => true,
-            CallError::Status(status) => {
-                matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
-            }
+            CallError::Status(status) => retry::is_transient(status),
+        }
+    }
+
+    /// Whether the request may have taken effect on this replica although it gave no answer:
+    /// a connection that broke after the request was sent, a timeout, or a status that leaves
+    /// the outcome open (see [`FailureKind::outcome_unknown`]).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            CallError::InvalidAddress(_) | CallError::Connect(_) => false,
+            CallError::TimedOut(_) => true,
+            CallError::Status(status) => retry::classify(status).outcome_unknown(),
         }
     }
 }
@@ -62,7 +82,21 @@ impl fmt::Display for CallError {
             CallError::InvalidAddress(reason) => f.write_str(reason),
             CallError::Connect(reason) => write!(f, "cannot connect: {reason}"),
             CallError::TimedOut(after) => write!(f, "no answer within {after:?}"),
-            CallError::Status(status) => StatusText(status).fmt(f),
+            // A status tonic made from a broken connection says "UNKNOWN: transport error";
+            // what broke is in its sources.
+            CallError::Status(status) => match (retry::classify(status), status.source()) {
+                (FailureKind::Transport, Some(source)) => {
+                    write!(f, "connection lost mid-call: {}", error_chain(source))
+                }
+                (FailureKind::NotSent, Some(source)) => {
+                    write!(
+                        f,
+                        "connection lost before the request was sent: {}",
+                        error_chain(source)
+                    )
+                }
+                _ => StatusText(status).fmt(f),
+            },
         }
     }
 }
@@ -79,6 +113,14 @@ pub struct Failure {
 pub struct Answer<T> {
     pub target: Target,
     pub value: T,
+}
+
+/// A replica that failed mid-call, and the next replica asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Retried {
+    failed: Target,
+    error: String,
+    retried_on: Target,
 }
 
 /// Runs `attempt` against each target in order and returns the first answer.
@@ -125,12 +167,48 @@ where
 pub struct Client {
     targets: Vec<Target>,
     timeout: Duration,
+    /// Names this client's writes: random per process, as `RequestId` asks.
+    client_id: String,
+    last_sequence: Arc<AtomicU64>,
+    /// Writes retried after a replica failed mid-call, for [`Client::take_notes`].
+    retried: Arc<Mutex<Vec<Retried>>>,
 }
 
 impl Client {
     /// `timeout` bounds each replica's attempt, connecting included.
     pub fn new(targets: Vec<Target>, timeout: Duration) -> Self {
-        Self { targets, timeout }
+        Self {
+            targets,
+            timeout,
+            client_id: uuid::Uuid::new_v4().to_string(),
+            last_sequence: Arc::default(),
+            retried: Arc::default(),
+        }
+    }
+
+    /// A new request id for one write: this client's id and the next sequence number (from 1).
+    /// Every try of that write must send the same id.
+    pub fn request_id(&self) -> RequestId {
+        RequestId {
+            client: self.client_id.clone(),
+            sequence: self.last_sequence.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// What the operator should know about how the last calls went, one line each: every
+    /// write that was retried on another replica after one failed mid-call (so the first try
+    /// may have taken effect). Drains the notes.
+    pub fn take_notes(&self) -> Vec<String> {
+        let mut retried = self.retried.lock().unwrap_or_else(PoisonError::into_inner);
+        retried
+            .drain(..)
+            .map(|r| {
+                format!(
+                    "replica {} failed mid-call ({}); retried on {}",
+                    r.failed, r.error, r.retried_on
+                )
+            })
+            .collect()
     }
 
     /// The replicas in the order they are tried.
@@ -169,6 +247,45 @@ impl Client {
             self.ask(target, async |channel| call(channel).await).await
         })
         .await
+    }
+
+    /// Runs a write like [`Client::first_answer`], noting every replica that failed with the
+    /// write's outcome unknown before the next was asked. When no replica confirms a write
+    /// that may have been applied, the error is [`CtlError::OutcomeUnknown`].
+    async fn write<T>(
+        &self,
+        mut call: impl AsyncFnMut(Channel) -> Result<T, Status>,
+    ) -> Result<Answer<T>, CtlError> {
+        let mut unconfirmed: Option<(Target, String)> = None;
+        let result = try_each(&self.targets, async |target: &Target| {
+            if let Some((failed, error)) = unconfirmed.take() {
+                self.retried
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Retried {
+                        failed,
+                        error,
+                        retried_on: target.clone(),
+                    });
+            }
+            let result = self.ask(target, async |channel| call(channel).await).await;
+            if let Err(error) = &result
+                && error.tries_next()
+                && error.outcome_unknown()
+            {
+                unconfirmed = Some((target.clone(), error.to_string()));
+            }
+            result
+        })
+        .await;
+        match result {
+            Err(CtlError::NoAnswer(failures))
+                if failures.iter().any(|f| f.error.outcome_unknown()) =>
+            {
+                Err(CtlError::OutcomeUnknown(failures))
+            }
+            other => other,
+        }
     }
 
     /// `Cluster/Status` of one replica.
@@ -233,7 +350,7 @@ impl Client {
         &self,
         request: RegisterRequest,
     ) -> Result<Answer<WriteResponse>, CtlError> {
-        self.first_answer(async |channel| {
+        self.write(async |channel| {
             let response = CatalogClient::new(channel)
                 .register(request.clone())
                 .await?;
@@ -247,7 +364,7 @@ impl Client {
         &self,
         request: DeregisterRequest,
     ) -> Result<Answer<WriteResponse>, CtlError> {
-        self.first_answer(async |channel| {
+        self.write(async |channel| {
             let response = CatalogClient::new(channel)
                 .deregister(request.clone())
                 .await?;

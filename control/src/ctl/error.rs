@@ -13,6 +13,8 @@ use super::target::{InvalidAddr, Target};
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code for every other failure.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a write no replica confirmed although it may have been applied.
+pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 
 /// A failed command. `Display` is the message printed after `error: `.
 #[derive(Debug, Error)]
@@ -30,6 +32,10 @@ pub enum CtlError {
     /// Every replica was tried and none gave an answer.
     #[error("{}", no_answer_message(.0))]
     NoAnswer(Vec<Failure>),
+    /// Every replica was tried for a write, none confirmed it, and at least one failed after
+    /// the write reached it: the write may or may not have been applied.
+    #[error("{}", outcome_unknown_message(.0))]
+    OutcomeUnknown(Vec<Failure>),
     /// No replica asked has a session for the sidecar; each replica's answer, in order.
     #[error("{}", not_connected_message(.sidecar, .asked))]
     SidecarNotConnected {
@@ -50,6 +56,7 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Usage(_) => EXIT_USAGE,
+            CtlError::OutcomeUnknown(_) => EXIT_OUTCOME_UNKNOWN,
             _ => EXIT_FAILURE,
         }
     }
@@ -80,6 +87,17 @@ fn rpc_message(target: &Target, code: Code, message: &str) -> String {
 
 fn no_answer_message(failures: &[Failure]) -> String {
     let mut text = String::from("no replica answered");
+    for failure in failures {
+        text.push_str(&format!("\n  {}: {}", failure.target, failure.error));
+    }
+    text
+}
+
+fn outcome_unknown_message(failures: &[Failure]) -> String {
+    let mut text = String::from(
+        "no replica confirmed the write, and it may have been applied: \
+         check the catalog before trying again",
+    );
     for failure in failures {
         text.push_str(&format!("\n  {}: {}", failure.target, failure.error));
     }

@@ -14,13 +14,14 @@ use netting_proto::catalog::v1::cluster_server::{Cluster, ClusterServer};
 use netting_proto::catalog::v1::{
     Consistency, DeregisterRequest, Endpoint, GetServiceRequest, GetServiceResponse, JoinRequest,
     JoinResponse, ListServicesRequest, ListServicesResponse, Member, RegisterRequest,
-    RemoveMemberRequest, RemoveMemberResponse, Service, StatusRequest, StatusResponse,
+    RemoveMemberRequest, RemoveMemberResponse, RequestId, Service, StatusRequest, StatusResponse,
     WriteResponse,
 };
 use netting_proto::discovery::v1 as discovery;
 use netting_proto::discovery::v1::discovery_admin_server::{DiscoveryAdmin, DiscoveryAdminServer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
@@ -34,6 +35,11 @@ enum Mode {
     Unavailable,
     /// Accepts the call and never answers.
     Hang,
+    /// Receives the call, then its connection goes away without an answer, as when the
+    /// replica is killed mid-call.
+    DieMidCall,
+    /// Answers every call with this error, as a replica refusing the request itself.
+    Refuse(Code),
 }
 
 #[derive(Debug)]
@@ -51,6 +57,13 @@ struct FakeReplica {
     gets: Mutex<Vec<GetServiceRequest>>,
     /// The sidecars connected to this fake, for `DiscoveryAdmin`.
     sessions: Mutex<Vec<discovery::SessionInfo>>,
+    /// A handle on every accepted connection's socket, so a handler can cut them.
+    connections: Mutex<Vec<std::net::TcpStream>>,
+    /// The request ids of every write received, answered or not.
+    write_ids: Mutex<Vec<Option<RequestId>>>,
+    /// The cluster's record of applied request ids and their versions; fakes that share it
+    /// behave as replicas of one cluster.
+    applied: Arc<Mutex<HashMap<(String, u64), u64>>>,
 }
 
 impl FakeReplica {
@@ -67,7 +80,36 @@ impl FakeReplica {
             deregistered: Mutex::new(Vec::new()),
             gets: Mutex::new(Vec::new()),
             sessions: Mutex::new(Vec::new()),
+            connections: Mutex::new(Vec::new()),
+            write_ids: Mutex::new(Vec::new()),
+            applied: Arc::default(),
         }
+    }
+
+    /// Receives a write: a replica about to die mid-call applies it first (at `version - 1`),
+    /// one that answers applies it at `version` unless its id was applied before, which it
+    /// answers as a duplicate with the first version.
+    async fn write(&self, id: Option<RequestId>, version: u64) -> Result<WriteResponse, Status> {
+        self.write_ids.lock().unwrap().push(id.clone());
+        let key = id.map(|id| (id.client, id.sequence));
+        if let (Mode::DieMidCall, Some(key)) = (self.mode, &key) {
+            self.applied
+                .lock()
+                .unwrap()
+                .insert(key.clone(), version - 1);
+        }
+        self.gate().await?;
+        let first = key.and_then(|key| {
+            let mut applied = self.applied.lock().unwrap();
+            let first = applied.get(&key).copied();
+            applied.entry(key).or_insert(version);
+            first
+        });
+        Ok(WriteResponse {
+            version: first.unwrap_or(version),
+            leader_id: 1,
+            duplicate: first.is_some(),
+        })
     }
 
     /// Connects a sidecar of `default/<pod>` that acknowledged `acked`.
@@ -101,6 +143,13 @@ impl FakeReplica {
             Mode::Answer => Ok(()),
             Mode::Unavailable => Err(Status::unavailable("no leader known")),
             Mode::Hang => std::future::pending().await,
+            Mode::DieMidCall => {
+                for connection in self.connections.lock().unwrap().iter() {
+                    connection.shutdown(std::net::Shutdown::Both).unwrap();
+                }
+                std::future::pending().await
+            }
+            Mode::Refuse(code) => Err(Status::new(code, format!("refused with {code:?}"))),
         }
     }
 }
@@ -129,26 +178,20 @@ impl Catalog for FakeReplica {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        self.gate().await?;
-        self.registered.lock().unwrap().push(request.into_inner());
-        Ok(Response::new(WriteResponse {
-            version: 42,
-            leader_id: 1,
-            duplicate: false,
-        }))
+        let request = request.into_inner();
+        let answer = self.write(request.request_id.clone(), 42).await?;
+        self.registered.lock().unwrap().push(request);
+        Ok(Response::new(answer))
     }
 
     async fn deregister(
         &self,
         request: Request<DeregisterRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        self.gate().await?;
-        self.deregistered.lock().unwrap().push(request.into_inner());
-        Ok(Response::new(WriteResponse {
-            version: 43,
-            leader_id: 1,
-            duplicate: false,
-        }))
+        let request = request.into_inner();
+        let answer = self.write(request.request_id.clone(), 43).await?;
+        self.deregistered.lock().unwrap().push(request);
+        Ok(Response::new(answer))
     }
 
     async fn get_service(
@@ -270,11 +313,17 @@ async fn serve(replica: &Arc<FakeReplica>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     *replica.address.lock().unwrap() = address.clone();
+    let keeper = Arc::clone(replica);
+    let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+        let stream = accepted?.into_std()?;
+        keeper.connections.lock().unwrap().push(stream.try_clone()?);
+        tokio::net::TcpStream::from_std(stream)
+    });
     let server = tonic::transport::Server::builder()
         .add_service(CatalogServer::from_arc(Arc::clone(replica)))
         .add_service(ClusterServer::from_arc(Arc::clone(replica)))
         .add_service(DiscoveryAdminServer::from_arc(Arc::clone(replica)))
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(incoming);
     tokio::spawn(server);
     address
 }
@@ -297,13 +346,20 @@ fn no_env() -> FakeEnv {
     FakeEnv(HashMap::new())
 }
 
-/// Runs `nettingctl ARGS` and returns what it printed, or its error.
-async fn ctl_with(env: &FakeEnv, args: &[&str]) -> Result<String, CtlError> {
+/// Runs `nettingctl ARGS` and returns what it printed (or its error) and its notes (stderr).
+async fn ctl_noting(env: &FakeEnv, args: &[&str]) -> (Result<String, CtlError>, String) {
     let cli = Cli::try_parse_from(std::iter::once("nettingctl").chain(args.iter().copied()))
         .expect("arguments parse");
     let mut out = Vec::new();
-    run(cli, env, &mut out).await?;
-    Ok(String::from_utf8(out).unwrap())
+    let mut notes = Vec::new();
+    let result = run(cli, env, &mut out, &mut notes).await;
+    let notes = String::from_utf8(notes).unwrap();
+    (result.map(|()| String::from_utf8(out).unwrap()), notes)
+}
+
+/// Runs `nettingctl ARGS` and returns what it printed, or its error.
+async fn ctl_with(env: &FakeEnv, args: &[&str]) -> Result<String, CtlError> {
+    ctl_noting(env, args).await.0
 }
 
 async fn ctl(args: &[&str]) -> Result<String, CtlError> {
@@ -541,7 +597,9 @@ async fn status_with_several_addresses_asks_only_those() {
 async fn status_fails_when_nobody_answers() {
     let cli = Cli::try_parse_from(["nettingctl", "--addr", &refused(), "status"]).unwrap();
     let mut out = Vec::new();
-    let err = run(cli, &no_env(), &mut out).await.unwrap_err();
+    let err = run(cli, &no_env(), &mut out, &mut Vec::new())
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "no replica answered");
     let printed = String::from_utf8(out).unwrap();
     assert!(
@@ -834,4 +892,172 @@ async fn config_not_found_anywhere_fails_listing_the_replicas() {
         lines[3].starts_with(&format!("  {dead}: cannot connect")),
         "{text}"
     );
+}
+
+const REGISTER: [&str; 7] = [
+    "catalog",
+    "register",
+    "shop/web",
+    "--address",
+    "10.0.0.7",
+    "--port",
+    "8080",
+];
+
+fn with_addr<'a>(addr: &'a str, command: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--addr", addr];
+    args.extend_from_slice(command);
+    args
+}
+
+/// A replica that dies with a write in flight: the write is retried on the next replica, its
+/// answer printed, and a note names the replica that failed, what happened and where the
+/// write went instead.
+#[tokio::test]
+async fn replica_dying_mid_write_fails_over_and_says_so() {
+    let dying = Arc::new(FakeReplica::new(1, Mode::DieMidCall));
+    let well = Arc::new(FakeReplica::new(2, Mode::Answer));
+    let (dying_addr, well_addr) = (serve(&dying).await, serve(&well).await);
+    let addr = format!("{dying_addr},{well_addr}");
+    let (out, notes) = ctl_noting(&no_env(), &with_addr(&addr, &REGISTER)).await;
+    assert_eq!(
+        out.unwrap(),
+        "registered 10.0.0.7:8080 of shop/web at version 42 (leader 1)\n"
+    );
+    assert_eq!(
+        (dying.calls(), well.registered.lock().unwrap().len()),
+        (1, 1)
+    );
+    let prefix = format!("note: replica {dying_addr} failed mid-call (connection lost mid-call: ");
+    assert!(notes.starts_with(&prefix), "{notes}");
+    assert!(
+        notes.ends_with(&format!("); retried on {well_addr}\n")),
+        "{notes}"
+    );
+    assert_eq!(notes.lines().count(), 1, "{notes}");
+}
+
+/// The retry of a write carries the first try's request id, so when the dying replica had
+/// applied it, the cluster answers with that first version: the operator is told the real
+/// outcome, and that it came from the earlier try.
+#[tokio::test]
+async fn retried_write_reuses_its_request_id_and_reports_the_first_outcome() {
+    let mut dying = FakeReplica::new(1, Mode::DieMidCall);
+    let well = FakeReplica::new(2, Mode::Answer);
+    dying.applied = Arc::clone(&well.applied);
+    let (dying, well) = (Arc::new(dying), Arc::new(well));
+    let addr = format!("{},{}", serve(&dying).await, serve(&well).await);
+    let (out, notes) = ctl_noting(&no_env(), &with_addr(&addr, &REGISTER)).await;
+    assert_eq!(
+        out.unwrap(),
+        "registered 10.0.0.7:8080 of shop/web at version 41 (leader 1; applied by an earlier \
+         try of this write)\n"
+    );
+    assert!(notes.contains("failed mid-call"), "{notes}");
+    let first = dying.write_ids.lock().unwrap().clone();
+    let retry = well.write_ids.lock().unwrap().clone();
+    assert_eq!(first, retry, "the same id on both replicas");
+    let id = first[0].clone().unwrap();
+    assert_eq!(id.sequence, 1);
+    assert!(uuid::Uuid::parse_str(&id.client).is_ok(), "{id:?}");
+
+    // Another invocation is another client: a new id, applied anew.
+    let well_addr = well.address.lock().unwrap().clone();
+    let out = ctl(&with_addr(
+        &well_addr,
+        &[
+            "-o",
+            "json",
+            "catalog",
+            "deregister",
+            "shop/web",
+            "--whole-service",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(json_of(&out)["duplicate"], false);
+    let second = well.write_ids.lock().unwrap()[1].clone().unwrap();
+    assert_ne!(second.client, id.client);
+}
+
+/// A read whose replica dies mid-call fails over silently: nothing was at stake.
+#[tokio::test]
+async fn replica_dying_mid_read_fails_over_without_a_note() {
+    let dying = Arc::new(FakeReplica::new(1, Mode::DieMidCall));
+    let well = Arc::new(FakeReplica::new(2, Mode::Answer));
+    let addr = format!("{},{}", serve(&dying).await, serve(&well).await);
+    let (out, notes) = ctl_noting(
+        &no_env(),
+        &with_addr(&addr, &["catalog", "get", "shop/web"]),
+    )
+    .await;
+    assert!(out.unwrap().contains("10.0.0.9  8080  true"));
+    assert_eq!((dying.calls(), well.calls()), (1, 1));
+    assert_eq!(notes, "");
+}
+
+/// When every replica fails a write, and one of them after the write reached it, the error
+/// says the outcome is unknown, names each replica with what happened there, and exits 3.
+#[tokio::test]
+async fn write_failing_everywhere_names_each_replica_and_its_failure() {
+    let dying = Arc::new(FakeReplica::new(1, Mode::DieMidCall));
+    let sick = Arc::new(FakeReplica::new(2, Mode::Unavailable));
+    let (dying_addr, sick_addr, dead) = (serve(&dying).await, serve(&sick).await, refused());
+    let addr = format!("{dying_addr},{sick_addr},{dead}");
+    let (result, notes) = ctl_noting(&no_env(), &with_addr(&addr, &REGISTER)).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, CtlError::OutcomeUnknown(_)), "{err:?}");
+    assert_eq!(err.exit_code(), 3);
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].contains("may have been applied"), "{text}");
+    assert!(
+        lines[1].starts_with(&format!("  {dying_addr}: connection lost mid-call: ")),
+        "{text}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("  {sick_addr}: UNAVAILABLE: no leader known")
+    );
+    assert!(
+        lines[3].starts_with(&format!("  {dead}: cannot connect: ")),
+        "{text}"
+    );
+    assert!(
+        notes.contains(&format!("replica {dying_addr} failed mid-call")),
+        "{notes}"
+    );
+
+    // Nothing reached any replica: an ordinary failure, not an unknown outcome.
+    let addr = format!("{},{}", refused(), refused());
+    let err = ctl(&with_addr(&addr, &REGISTER)).await.unwrap_err();
+    assert!(matches!(err, CtlError::NoAnswer(_)), "{err:?}");
+    assert_eq!(err.exit_code(), 1);
+}
+
+/// An answer about the request itself is the same on every replica: it is reported, and the
+/// next replica is never asked, for writes and reads alike.
+#[tokio::test]
+async fn refusals_of_the_request_are_not_retried_elsewhere() {
+    for code in [
+        Code::InvalidArgument,
+        Code::NotFound,
+        Code::FailedPrecondition,
+    ] {
+        let refusing = Arc::new(FakeReplica::new(1, Mode::Refuse(code)));
+        let second = Arc::new(FakeReplica::new(2, Mode::Answer));
+        let addr = format!("{},{}", serve(&refusing).await, serve(&second).await);
+        for command in [&REGISTER[..], &["catalog", "list"][..]] {
+            let (result, notes) = ctl_noting(&no_env(), &with_addr(&addr, command)).await;
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, CtlError::Rpc { code: c, .. } if c == code),
+                "{err:?}"
+            );
+            assert_eq!(notes, "");
+        }
+        assert_eq!((refusing.calls(), second.calls()), (2, 0), "{code:?}");
+    }
 }

@@ -46,16 +46,32 @@ impl Environment for ProcessEnv {
     }
 }
 
-/// Runs one parsed command, writing its result to `out`.
-pub async fn run<W: Write>(cli: Cli, env: &dyn Environment, out: &mut W) -> Result<(), CtlError> {
+/// Runs one parsed command, writing its result to `out` and what the operator should know
+/// about how it went (a write retried on another replica) to `notes`, one line each, whether
+/// the command succeeded or not.
+pub async fn run<W: Write, N: Write>(
+    cli: Cli,
+    env: &dyn Environment,
+    out: &mut W,
+    notes: &mut N,
+) -> Result<(), CtlError> {
     let targets = target::resolve(&cli.global.addr, env.var(target::ADDR_ENV).as_deref())?;
     let client = Client::new(targets, cli.global.timeout);
+    let result = run_command(&client, cli, out).await;
+    for note in client.take_notes() {
+        // Best effort: a closed stderr must not turn a done write into a failure.
+        let _ = writeln!(notes, "note: {note}");
+    }
+    result
+}
+
+async fn run_command<W: Write>(client: &Client, cli: Cli, out: &mut W) -> Result<(), CtlError> {
     let format = cli.global.output;
     match cli.command {
-        Command::Status => commands::status::run(&client, format, out).await,
-        Command::Catalog(command) => commands::catalog::run(&client, command, format, out).await,
-        Command::Members(command) => commands::members::run(&client, command, format, out).await,
-        Command::Sessions(args) => commands::sessions::run(&client, &args, format, out).await,
-        Command::Config(args) => commands::config::run(&client, &args, format, out).await,
+        Command::Status => commands::status::run(client, format, out).await,
+        Command::Catalog(command) => commands::catalog::run(client, command, format, out).await,
+        Command::Members(command) => commands::members::run(client, command, format, out).await,
+        Command::Sessions(args) => commands::sessions::run(client, &args, format, out).await,
+        Command::Config(args) => commands::config::run(client, &args, format, out).await,
     }
 }

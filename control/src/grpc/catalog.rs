@@ -92,7 +92,7 @@ impl CatalogService {
                     let client = CatalogClient::new(channel);
                     match forward(client, routing::forwarded(body.clone())).await {
                         Err(status)
-                            if routing::is_transient(&status)
+                            if netting_proto::retry::is_transient(&status)
                                 && tokio::time::Instant::now() < deadline =>
                         {
                             tracing::debug!(leader, %status, "forwarding failed; waiting for a leader");

@@ -181,15 +181,6 @@ pub fn forwarded<T>(body: T) -> Request<T> {
     request
 }
 
-/// Whether a forwarding failure says nothing about the request itself (the leader went away),
-/// so waiting for a new leader and trying again is right.
-pub fn is_transient(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-    ) || (status.code() == tonic::Code::Unknown && status.message().contains("transport"))
-}
-
 /// The gRPC status for a proposal that did not succeed.
 pub fn propose_status(err: ProposeError) -> Status {
     match err {

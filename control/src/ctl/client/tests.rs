@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use tonic::Code;
+
 use super::*;
 
 fn targets(n: u16) -> Vec<Target> {

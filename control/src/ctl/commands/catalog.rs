@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use netting_proto::catalog::v1::{
     Consistency, DeregisterRequest, Endpoint, EndpointId, GetServiceRequest, ListServicesRequest,
-    RegisterRequest, Service, ServicePolicy, ServicePort,
+    RegisterRequest, Service, ServicePolicy, ServicePort, WriteResponse,
 };
 use serde::Serialize;
 
@@ -241,6 +241,9 @@ pub struct WriteResult {
     pub version: u64,
     /// The replica that committed the write.
     pub leader_id: u64,
+    /// True when an earlier try of this write (one whose replica failed mid-call) had been
+    /// applied: `version` is that application's, and nothing was applied again.
+    pub duplicate: bool,
 }
 
 impl Render for WriteResult {
@@ -258,8 +261,13 @@ impl Render for WriteResult {
             },
             None => format!("service {}/{}", self.namespace, self.service),
         };
+        let earlier = if self.duplicate {
+            "; applied by an earlier try of this write"
+        } else {
+            ""
+        };
         format!(
-            "{} {what} at version {} (leader {})\n",
+            "{} {what} at version {} (leader {}{earlier})\n",
             self.verb, self.version, self.leader_id
         )
     }
@@ -369,16 +377,16 @@ fn write_result(
     verb: &'static str,
     service: &ServiceRef,
     endpoint: Option<EndpointRef>,
-    version: u64,
-    leader_id: u64,
+    answer: &WriteResponse,
 ) -> WriteResult {
     WriteResult {
         verb,
         namespace: service.namespace.clone(),
         service: service.name.clone(),
         endpoint,
-        version,
-        leader_id,
+        version: answer.version,
+        leader_id: answer.leader_id,
+        duplicate: answer.duplicate,
     }
 }
 
@@ -390,35 +398,26 @@ pub async fn run<W: Write>(
 ) -> Result<(), CtlError> {
     match command {
         CatalogCommand::Register(args) => {
-            let request = register_request(&args)?;
+            let mut request = register_request(&args)?;
+            // One id for every try, so a retry on another replica is never applied twice.
+            request.request_id = Some(client.request_id());
             let answer = client.register(request).await?;
             let endpoint = EndpointRef {
                 address: args.address.to_string(),
                 port: u32::from(args.port),
             };
-            let result = write_result(
-                "registered",
-                &args.service,
-                Some(endpoint),
-                answer.value.version,
-                answer.value.leader_id,
-            );
+            let result = write_result("registered", &args.service, Some(endpoint), &answer.value);
             emit(out, format, &result)
         }
         CatalogCommand::Deregister(args) => {
-            let request = deregister_request(&args)?;
+            let mut request = deregister_request(&args)?;
+            request.request_id = Some(client.request_id());
             let endpoint = request.endpoint.as_ref().map(|e| EndpointRef {
                 address: e.address.clone(),
                 port: e.port,
             });
             let answer = client.deregister(request).await?;
-            let result = write_result(
-                "deregistered",
-                &args.service,
-                endpoint,
-                answer.value.version,
-                answer.value.leader_id,
-            );
+            let result = write_result("deregistered", &args.service, endpoint, &answer.value);
             emit(out, format, &result)
         }
         CatalogCommand::Get(args) => {

@@ -196,7 +196,17 @@ fn write_results_render() {
         address: "fd00::1".into(),
         port: 80,
     };
-    let result = write_result("registered", &service, Some(endpoint), 42, 1);
+    let answer = |version, leader_id, duplicate| WriteResponse {
+        version,
+        leader_id,
+        duplicate,
+    };
+    let result = write_result(
+        "registered",
+        &service,
+        Some(endpoint),
+        &answer(42, 1, false),
+    );
     assert_eq!(
         result.to_table(),
         "registered [fd00::1]:80 of shop/web at version 42 (leader 1)\n"
@@ -207,12 +217,18 @@ fn write_results_render() {
         serde_json::json!({
             "namespace": "shop", "service": "web",
             "endpoint": {"address": "fd00::1", "port": 80},
-            "version": 42, "leader_id": 1
+            "version": 42, "leader_id": 1, "duplicate": false
         })
     );
-    let result = write_result("deregistered", &service, None, 43, 2);
+    let result = write_result("deregistered", &service, None, &answer(43, 2, false));
     assert_eq!(
         result.to_table(),
         "deregistered service shop/web at version 43 (leader 2)\n"
+    );
+    let result = write_result("deregistered", &service, None, &answer(40, 2, true));
+    assert_eq!(
+        result.to_table(),
+        "deregistered service shop/web at version 40 (leader 2; applied by an earlier try of \
+         this write)\n"
     );
 }
