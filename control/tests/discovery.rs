@@ -735,6 +735,18 @@ async fn bad_input_ends_only_that_stream() {
         "ack first: {status:?}"
     );
 
+    // An empty first message is not "the stream ended": it is a message without a hello.
+    let status = refused(&addr, pb::DiscoveryRequest { message: None }).await;
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "empty first: {status:?}"
+    );
+    assert!(
+        status.message().contains("must be a hello") && status.message().contains("empty"),
+        "{status:?}"
+    );
+
     let status = refused(&addr, hello("bad-0", &["Not_A_Namespace"], 0, "")).await;
     assert_eq!(
         status.code(),

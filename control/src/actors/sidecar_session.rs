@@ -102,7 +102,6 @@ pub struct SessionInfo {
 struct InFlight {
     nonce: u64,
     version: LogIndex,
-    sent_at: Instant,
 }
 
 pub struct SidecarSession {
@@ -241,10 +240,19 @@ impl SidecarSession {
             Ok(()) => {
                 metrics::counter!("netting_config_updates_total", "kind" => kind, "reason" => reason.as_str())
                     .increment(1);
-                self.in_flight = Some(InFlight {
-                    nonce,
-                    version,
-                    sent_at: Instant::now(),
+                self.in_flight = Some(InFlight { nonce, version });
+                // One timer per response, so the timeout holds to the millisecond: still in
+                // flight when it fires means the sidecar never answered this response.
+                ctx.run_later(self.limits.ack_timeout, move |act, ctx| {
+                    if act.in_flight.as_ref().is_some_and(|f| f.nonce == nonce) {
+                        act.close(
+                            Some(Status::deadline_exceeded(
+                                "the sidecar did not acknowledge the last update in time",
+                            )),
+                            "ack_timeout",
+                            ctx,
+                        );
+                    }
                 });
             }
             // Only one response is ever unacknowledged, so a full channel means the stream is
@@ -333,22 +341,6 @@ impl Actor for SidecarSession {
                 "max_age",
                 ctx,
             );
-        });
-        let check_every = (self.limits.ack_timeout / 4).max(Duration::from_millis(10));
-        ctx.run_interval(check_every, |act, ctx| {
-            if act
-                .in_flight
-                .as_ref()
-                .is_some_and(|f| f.sent_at.elapsed() > act.limits.ack_timeout)
-            {
-                act.close(
-                    Some(Status::deadline_exceeded(
-                        "the sidecar did not acknowledge the last update in time",
-                    )),
-                    "ack_timeout",
-                    ctx,
-                );
-            }
         });
     }
 
@@ -449,3 +441,6 @@ impl Handler<DescribeSession> for SidecarSession {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

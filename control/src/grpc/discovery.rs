@@ -180,16 +180,29 @@ impl Discovery for DiscoveryService {
             .await
             .map_err(|_| Status::deadline_exceeded("no hello within the hello timeout"))?
             .map_err(|status| inbound_error(&status).unwrap_or(status))?;
-        let hello = match first.and_then(|m| m.message) {
+        let Some(first) = first else {
+            return Err(Status::invalid_argument("the stream ended before a hello"));
+        };
+        let hello = match first.message {
             Some(pb::discovery_request::Message::Hello(hello)) => {
                 Hello::try_from(&hello).map_err(|e| Status::invalid_argument(e.to_string()))?
             }
-            Some(_) => {
+            Some(pb::discovery_request::Message::Ack(_)) => {
                 return Err(Status::invalid_argument(
-                    "the first message must be a hello",
+                    "the first message must be a hello, not an ack",
                 ));
             }
-            None => return Err(Status::invalid_argument("the stream ended before a hello")),
+            Some(pb::discovery_request::Message::Nack(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello, not a nack",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello, but it was empty (none of hello, ack, \
+                     nack set)",
+                ));
+            }
         };
         let cluster_id = self
             .replica
