@@ -32,6 +32,15 @@ pub fn describe_metrics() {
         "Catalog file reconciliations that proposed changes"
     );
     metrics::describe_gauge!(
+        "netting_catalog_file_conflicts",
+        Unit::Count,
+        "Services the catalog file lists that another source owns, left to their owner"
+    );
+    describe_counter!(
+        "netting_catalog_writes_refused_total",
+        "Catalog writes the state machine refused, by reason"
+    );
+    metrics::describe_gauge!(
         "netting_sessions_connected",
         Unit::Count,
         "Sidecar discovery streams connected to this replica"

@@ -111,4 +111,12 @@ pub fn describe_metrics() {
         "netting_raft_snapshots_installed_total",
         "Snapshots received from a leader and installed by this replica"
     );
+    describe_counter!(
+        "netting_catalog_commands_applied_total",
+        "Catalog commands the state machine handled, by result: applied, duplicate (answered from the request record) or the refusal"
+    );
+    describe_counter!(
+        "netting_catalog_duplicate_applications_total",
+        "Request ids this process applied a second time; anything above 0 means exactly-once writes are broken"
+    );
 }
