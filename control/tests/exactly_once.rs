@@ -24,6 +24,17 @@ fn zoned(zone: &str) -> pb::RegisterRequest {
     request
 }
 
+/// Registers through `replica` and returns its answer.
+async fn register(replica: &Replica, request: pb::RegisterRequest) -> pb::WriteResponse {
+    replica
+        .catalog()
+        .await
+        .register(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn zone_of_web(replica: &Replica) -> String {
     let service = replica
         .catalog()
@@ -49,45 +60,25 @@ async fn a_retried_write_is_answered_from_its_first_application() {
     let leader = cluster.wait_for_leader().await;
     let followers: Vec<u64> = (0..3).filter(|id| *id != leader).collect();
 
-    let first = cluster
-        .replica(followers[0])
-        .catalog()
-        .await
-        .register(with_id(zoned("a"), "writer-a", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = register(
+        cluster.replica(followers[0]),
+        with_id(zoned("a"), "writer-a", 1),
+    )
+    .await;
     assert!(!first.duplicate);
-    let other = cluster
-        .replica(leader)
-        .catalog()
-        .await
-        .register(with_id(zoned("b"), "writer-b", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let other = register(cluster.replica(leader), with_id(zoned("b"), "writer-b", 1)).await;
     assert!(other.version > first.version);
 
-    let retry = cluster
-        .replica(followers[1])
-        .catalog()
-        .await
-        .register(with_id(zoned("a"), "writer-a", 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let retry = register(
+        cluster.replica(followers[1]),
+        with_id(zoned("a"), "writer-a", 1),
+    )
+    .await;
     assert!(retry.duplicate, "{retry:?}");
     assert_eq!(retry.version, first.version);
     assert_eq!(zone_of_web(cluster.replica(followers[1])).await, "b");
 
-    let next = cluster
-        .replica(leader)
-        .catalog()
-        .await
-        .register(with_id(zoned("a"), "writer-a", 2))
-        .await
-        .unwrap()
-        .into_inner();
+    let next = register(cluster.replica(leader), with_id(zoned("a"), "writer-a", 2)).await;
     assert!(!next.duplicate && next.version > other.version);
     assert_eq!(zone_of_web(cluster.replica(leader)).await, "a");
 }

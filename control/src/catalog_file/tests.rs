@@ -27,6 +27,24 @@ fn apply_all(catalog: &mut Catalog, commands: &[CatalogCommand], mut index: u64)
     index
 }
 
+/// A registration through the API, which the file must leave alone.
+fn api_owned(name: &str) -> CatalogCommand {
+    CatalogCommand::RegisterEndpoint {
+        key: ServiceKey::new("default", name).unwrap(),
+        source: Source::Api,
+        endpoint: EndpointSpec {
+            id: EndpointId {
+                address: "10.1.1.1".parse().unwrap(),
+                port: 1,
+            },
+            ready: true,
+            zone: None,
+            pod: None,
+        },
+        spec: None,
+    }
+}
+
 /// A valid file becomes validated domain services, namespace defaulting to "default".
 #[test]
 fn parses_services() {
@@ -104,21 +122,7 @@ fn invalid_fields_are_named() {
 #[test]
 fn reconcile_diffs_file_owned_services() {
     let mut catalog = Catalog::default();
-    let api_owned = CatalogCommand::RegisterEndpoint {
-        key: ServiceKey::new("default", "legacy").unwrap(),
-        source: Source::Api,
-        endpoint: EndpointSpec {
-            id: EndpointId {
-                address: "10.1.1.1".parse().unwrap(),
-                port: 1,
-            },
-            ready: true,
-            zone: None,
-            pod: None,
-        },
-        spec: None,
-    };
-    let mut index = apply_all(&mut catalog, &[api_owned], 0);
+    let mut index = apply_all(&mut catalog, &[api_owned("legacy")], 0);
 
     let desired = parse(Path::new("c.yaml"), FILE).unwrap();
     let first = reconcile(&catalog, &desired).commands;
@@ -152,21 +156,7 @@ fn reconcile_diffs_file_owned_services() {
 #[test]
 fn reconcile_leaves_services_other_sources_own() {
     let mut catalog = Catalog::default();
-    let api_owned = CatalogCommand::RegisterEndpoint {
-        key: ServiceKey::new("default", "web").unwrap(),
-        source: Source::Api,
-        endpoint: EndpointSpec {
-            id: EndpointId {
-                address: "10.1.1.1".parse().unwrap(),
-                port: 1,
-            },
-            ready: true,
-            zone: None,
-            pod: None,
-        },
-        spec: None,
-    };
-    apply_all(&mut catalog, &[api_owned], 0);
+    apply_all(&mut catalog, &[api_owned("web")], 0);
     let desired = parse(Path::new("c.yaml"), FILE).unwrap();
     let plan = reconcile(&catalog, &desired);
     assert_eq!(
