@@ -743,10 +743,14 @@ fn sweep_cleans_up_after_a_run_killed_with_sigkill() {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
+        // Only the replica's `sleep`: the run also starts short-lived commands in the
+        // namespace while it builds the lab, and one of those may be gone a moment later.
         sleeper = pids
             .split_whitespace()
-            .next()
-            .and_then(|p| p.parse::<u32>().ok());
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+            });
         sleeper.is_some()
     });
     let sleeper = sleeper.unwrap();
