@@ -401,11 +401,13 @@ async fn another_cluster_id_gets_a_snapshot() {
     assert_eq!(response.cluster_id, first.cluster_id);
 }
 
-/// A version beyond anything committed is never answered with older state: the leader ends
-/// the stream with OUT_OF_RANGE, a follower sends the sidecar to another replica.
+/// A version beyond anything committed is refused with OUT_OF_RANGE by every replica: the
+/// leader knows its commit index, a follower asks the leader for its read index. The wait for
+/// catching up is long, so a replica that waited and sent the sidecar on instead would answer
+/// UNAVAILABLE, not OUT_OF_RANGE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_beyond_commit_is_refused() {
-    let cluster = TestCluster::start(3, &["--sidecar-catch-up-wait", "300ms"]).await;
+async fn version_beyond_commit_is_refused_by_every_replica() {
+    let cluster = TestCluster::start(3, &["--sidecar-catch-up-wait", "60s"]).await;
     let leader = cluster.wait_settled().await;
     let written =
         register_retrying(cluster.replica(leader), register_in("default", "web", 1)).await;
@@ -413,32 +415,49 @@ async fn version_beyond_commit_is_refused() {
     let id = cluster_id(cluster.replica(leader)).await;
     let beyond = written + 1_000_000;
 
-    // The roles must hold while each replica answers; an election in between (rare on
-    // loopback) only means asking again.
-    let mut checked = false;
-    for _ in 0..5 {
-        let leader = cluster.wait_for_leader().await;
-        let follower = cluster.replicas.iter().find(|r| r.id != leader).unwrap();
-        let from_leader = refused(
-            &cluster.replica(leader).grpc,
-            hello("web-0", &["default"], beyond, &id),
-        )
-        .await;
-        let from_follower =
-            refused(&follower.grpc, hello("web-0", &["default"], beyond, &id)).await;
-        if cluster.wait_for_leader().await != leader {
-            continue;
-        }
+    for replica in &cluster.replicas {
+        let status = refused(&replica.grpc, hello("web-0", &["default"], beyond, &id)).await;
         assert_eq!(
-            from_leader.code(),
+            status.code(),
             Code::OutOfRange,
-            "leader: {from_leader:?}"
+            "replica {}: {status:?}\n{}",
+            replica.id,
+            cluster.logs()
         );
-        assert_try_another(&from_follower, "follower");
-        checked = true;
-        break;
+        assert!(
+            status.message().contains(&beyond.to_string()),
+            "the refusal names the version: {status:?}"
+        );
     }
-    assert!(checked, "leadership kept moving\n{}", cluster.logs());
+}
+
+/// A replica that cannot reach a leader cannot tell whether a version ahead of it exists: it
+/// never claims OUT_OF_RANGE, it sends the sidecar on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_ahead_without_a_leader_sends_the_sidecar_on() {
+    let mut cluster = TestCluster::start(3, &["--sidecar-catch-up-wait", "300ms"]).await;
+    let leader = cluster.wait_settled().await;
+    let written =
+        register_retrying(cluster.replica(leader), register_in("default", "web", 1)).await;
+    cluster.wait_converged(written).await;
+    let id = cluster_id(cluster.replica(leader)).await;
+    let survivor = cluster.replicas.iter().find(|r| r.id != leader).unwrap().id;
+    let others: Vec<_> = cluster
+        .replicas
+        .iter()
+        .map(|r| r.id)
+        .filter(|r| *r != survivor)
+        .collect();
+    for other in others {
+        cluster.replica_mut(other).kill();
+    }
+
+    let status = refused(
+        &cluster.replica(survivor).grpc,
+        hello("web-0", &["default"], written + 1_000_000, &id),
+    )
+    .await;
+    assert_try_another(&status, "a replica without a quorum");
 }
 
 /// A replica that lags behind the sidecar (restarted after missing writes) never sends it a

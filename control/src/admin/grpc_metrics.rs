@@ -32,6 +32,7 @@ pub const NETTING_GRPC_METHODS: &[&str] = &[
     "netting.catalog.v1.Cluster/Status",
     "netting.catalog.v1.Cluster/Join",
     "netting.catalog.v1.Cluster/RemoveMember",
+    "netting.catalog.v1.Cluster/ReadIndex",
     "netting.raft.v1.Raft/AppendEntries",
     "netting.raft.v1.Raft/Vote",
     "netting.raft.v1.Raft/InstallSnapshot",

@@ -667,6 +667,13 @@ impl netting_proto::catalog::v1::cluster_server::Cluster for ScriptedCluster {
     {
         Err(tonic::Status::failed_precondition("scripted"))
     }
+
+    async fn read_index(
+        &self,
+        _: tonic::Request<netting_proto::catalog::v1::ReadIndexRequest>,
+    ) -> Result<tonic::Response<netting_proto::catalog::v1::ReadIndexResponse>, tonic::Status> {
+        Err(tonic::Status::unavailable("scripted"))
+    }
 }
 
 /// Through a real tonic server and client over HTTP/2, the layer records OK from trailers,

@@ -255,6 +255,13 @@ impl Cluster for FakeReplica {
         }
         Ok(Response::new(RemoveMemberResponse { voters: vec![2, 1] }))
     }
+
+    async fn read_index(
+        &self,
+        _: Request<netting_proto::catalog::v1::ReadIndexRequest>,
+    ) -> Result<Response<netting_proto::catalog::v1::ReadIndexResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
 }
 
 #[tonic::async_trait]

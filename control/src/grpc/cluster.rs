@@ -309,6 +309,25 @@ impl Cluster for ClusterService {
         )
         .await
     }
+
+    async fn read_index(
+        &self,
+        request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        let deadline = self.replica.leader_deadline();
+        self.on_leader(
+            request,
+            |_| async move {
+                let index = self.replica.local_read_index(deadline).await?;
+                Ok(pb::ReadIndexResponse {
+                    leader_id: self.replica.node_id,
+                    index,
+                })
+            },
+            |mut client, req| async move { client.read_index(req).await },
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -118,12 +118,28 @@ impl DiscoveryService {
         self
     }
 
-    /// Waits, within the bound, until this replica has applied `version`. A replica that
-    /// cannot catch up sends the sidecar elsewhere; a version beyond anything the leader has
-    /// committed is refused.
+    /// Waits, within the bound, until this replica has applied `version`. A version beyond the
+    /// cluster's read index has never been committed and is refused on every replica; a
+    /// replica that cannot catch up in time sends the sidecar elsewhere.
     async fn catch_up(&self, version: LogIndex) -> Result<(), Status> {
         let mut applied = self.replica.catalog.subscribe();
+        if applied.borrow_and_update().applied_index >= version {
+            return Ok(());
+        }
         let deadline = tokio::time::Instant::now() + self.limits.catch_up_wait;
+        // Behind the sidecar: ask the leader whether that version exists at all. Without an
+        // answer (no leader in time) nothing is known, and the sidecar is sent on as before.
+        match self.replica.read_index(deadline).await {
+            Ok(read_index) if read_index < version => {
+                return Err(Status::out_of_range(format!(
+                    "last_version {version} is beyond anything this cluster has committed (read index {read_index})"
+                )));
+            }
+            Ok(_) => {}
+            Err(status) => {
+                tracing::debug!(%status, version, "no read index for a sidecar ahead of this replica");
+            }
+        }
         loop {
             if applied.borrow_and_update().applied_index >= version {
                 return Ok(());
@@ -135,23 +151,6 @@ impl DiscoveryService {
             }
         }
         let applied_index = self.replica.catalog.applied().applied_index;
-        let is_leader =
-            self.replica.raft.metrics().borrow().current_leader == Some(self.replica.node_id);
-        if is_leader {
-            let committed = self
-                .replica
-                .raft
-                .with_raft_state(|s| s.committed.map(|c| c.index))
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            if committed < version {
-                return Err(Status::out_of_range(format!(
-                    "last_version {version} is beyond anything this cluster has committed ({committed})"
-                )));
-            }
-        }
         Err(try_another(format!(
             "this replica has applied up to {applied_index}, behind the sidecar's version {version}"
         )))

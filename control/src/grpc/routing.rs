@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
+use netting_proto::catalog::v1 as pb;
+use netting_proto::catalog::v1::cluster_client::ClusterClient;
 use netting_raft::catalog::ApplyError;
 use netting_raft::network::PeerChannels;
 use netting_raft::{CatalogHandle, NodeId, Raft};
@@ -90,6 +92,36 @@ impl Replica {
             .await
             .map(drop)
             .map_err(|e| format!("the log this replica had at startup is not applied yet: {e}"))
+    }
+
+    /// The cluster's read index, asked of the leader (forwarded there by a follower): an index
+    /// at or above every write acknowledged anywhere before the call. UNAVAILABLE when no
+    /// leader confirms itself before the deadline.
+    pub async fn read_index(&self, deadline: Instant) -> Result<u64, Status> {
+        match self.route(deadline).await? {
+            Route::Local => self.local_read_index(deadline).await,
+            Route::Forward { channel, .. } => {
+                let mut request = forwarded(pb::ReadIndexRequest {});
+                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                let answer = ClusterClient::new(channel).read_index(request).await?;
+                Ok(answer.into_inner().index)
+            }
+        }
+    }
+
+    /// The read index on this replica, which must lead: after [`Self::ensure_linearizable`]
+    /// everything committed before the call is applied, so the applied index bounds it.
+    pub async fn local_read_index(&self, deadline: Instant) -> Result<u64, Status> {
+        tokio::time::timeout_at(deadline, self.ensure_linearizable())
+            .await
+            .map_err(|_| Status::unavailable("the leader could not confirm itself in time"))?
+            .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")))?;
+        Ok(self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index))
     }
 
     /// The current leader, waiting up to the deadline for one to be elected.
