@@ -16,9 +16,13 @@
 //! | nothing listens (refused) | UNAVAILABLE | `transport::Error` → `tonic::ConnectError` → … → `io::Error` (`ConnectionRefused`) |
 //! | connection closed before the request was handed to it | CANCELLED | `transport::Error` → `hyper::Error` (`is_canceled`) |
 //! | connection broken after the request was sent | UNKNOWN | `transport::Error` → `hyper::Error` → `io::Error` (`BrokenPipe`, `ConnectionReset`) |
+//! | the server reset the stream or sent GOAWAY (e.g. `ENHANCE_YOUR_CALM` from a replica that woke from a pause to a pile of resets) | the code tonic maps the HTTP/2 reason to (RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, …) | `transport::Error` → `hyper::Error` → `h2::Error` |
 //!
 //! A status that came over the wire from a server has no source at all, so an UNKNOWN a
-//! server sent is never mistaken for a broken connection.
+//! server sent is never mistaken for a broken connection. An HTTP/2 error is about the
+//! connection or the stream, never the server's answer to the request: it is a transport
+//! failure, and `REFUSED_STREAM` one that was not sent (RFC 9113 §8.7: the server did no
+//! processing of a refused stream).
 //!
 //! A transient failure of a *write* leaves its outcome unknown unless it is
 //! [`FailureKind::NotSent`]: the request may have been applied before the connection broke.
@@ -99,6 +103,12 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Option<FailureKind> {
         {
             // hyper cancels a request it never took off its queue for the connection.
             return Some(FailureKind::NotSent);
+        }
+        if let Some(http2) = error.downcast_ref::<h2::Error>() {
+            if http2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Some(FailureKind::NotSent);
+            }
+            transport = true;
         }
         if let Some(io) = error.downcast_ref::<io::Error>() {
             if never_connected(io.kind()) {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Endpoint;
 
@@ -170,5 +170,79 @@ async fn a_replica_dying_after_the_request_arrived_is_a_transport_failure() {
         assert_eq!(classify(&status), FailureKind::Transport, "{status:?}");
         assert!(is_transient(&status));
         assert!(classify(&status).outcome_unknown());
+    }
+}
+
+/// An HTTP/2 frame with an empty flags byte, as a server writes it.
+fn frame(kind: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut bytes = vec![length[1], length[2], length[3], kind, 0];
+    bytes.extend_from_slice(&stream.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// A "replica" that takes one whole request and then, instead of answering, ends it in
+/// HTTP/2: with GOAWAY (`goaway`: the connection is going away and the request's stream was
+/// not processed, as a replica that woke from a pause to a pile of resets says with
+/// ENHANCE_YOUR_CALM) or by resetting the stream, with `reason`.
+async fn replica_that_ends_in_http2(
+    reason: h2::Reason,
+    goaway: bool,
+) -> (String, tokio::task::JoinHandle<()>) {
+    const SETTINGS: u8 = 0x4;
+    const RST_STREAM: u8 = 0x3;
+    const GOAWAY: u8 = 0x7;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let code = u32::from(reason).to_be_bytes();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_whole_request(&mut stream).await;
+        let mut reply = frame(SETTINGS, 0, &[]);
+        if goaway {
+            let last_stream_processed = 0u32.to_be_bytes();
+            reply.extend(frame(GOAWAY, 0, &[last_stream_processed, code].concat()));
+        } else {
+            reply.extend(frame(RST_STREAM, 1, &code));
+        }
+        stream.write_all(&reply).await.unwrap();
+        // Open until the client has read it and gone away.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    });
+    (address, task)
+}
+/// An HTTP/2 error is a transport failure whatever code tonic maps its reason to, so a
+/// client moves on to the next replica: a GOAWAY (RESOURCE_EXHAUSTED from ENHANCE_YOUR_CALM)
+/// or a reset leaves the outcome unknown, a refused stream was never processed.
+#[tokio::test]
+async fn http2_errors_are_transport_failures() {
+    for (reason, goaway, code, kind) in [
+        (
+            h2::Reason::ENHANCE_YOUR_CALM,
+            true,
+            Code::ResourceExhausted,
+            FailureKind::Transport,
+        ),
+        (
+            h2::Reason::INTERNAL_ERROR,
+            false,
+            Code::Internal,
+            FailureKind::Transport,
+        ),
+        (
+            h2::Reason::REFUSED_STREAM,
+            false,
+            Code::Unavailable,
+            FailureKind::NotSent,
+        ),
+    ] {
+        let (address, replica) = replica_that_ends_in_http2(reason, goaway).await;
+        let status = status_call(&address).await;
+        replica.await.unwrap();
+        assert_eq!(status.code(), code, "{reason:?}: {status:?}");
+        assert_eq!(classify(&status), kind, "{reason:?}: {status:?}");
+        assert!(is_transient(&status), "{reason:?}");
     }
 }
