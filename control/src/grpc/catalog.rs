@@ -100,7 +100,7 @@ impl CatalogService {
                                 .wait_leader_change(Some(leader), deadline)
                                 .await;
                         }
-                        other => return other,
+                        other => return other.map_err(routing::forwarding_failure),
                     }
                 }
             }
@@ -213,7 +213,10 @@ impl Catalog for CatalogService {
         let req = request.get_ref();
         let key = convert::service_key(&req.namespace, &req.service).map_err(invalid)?;
         if let Some(mut leader) = self.read_route(&request, req.consistency).await? {
-            return leader.get_service(routing::forwarded(req.clone())).await;
+            return leader
+                .get_service(routing::forwarded(req.clone()))
+                .await
+                .map_err(routing::forwarding_failure);
         }
         let (service, version) = self
             .replica
@@ -238,7 +241,10 @@ impl Catalog for CatalogService {
             netting_raft::catalog::validate::dns_label("namespace", ns).map_err(invalid)?;
         }
         if let Some(mut leader) = self.read_route(&request, req.consistency).await? {
-            return leader.list_services(routing::forwarded(req.clone())).await;
+            return leader
+                .list_services(routing::forwarded(req.clone()))
+                .await
+                .map_err(routing::forwarding_failure);
         }
         let (services, version) = self.replica.catalog.read(|c| {
             (

@@ -49,7 +49,9 @@ impl ClusterService {
                 format!("this replica is no longer the leader (leader: {leader}); retry"),
             )),
             Route::Forward { channel, .. } => {
-                forward(ClusterClient::new(channel), routing::forwarded(body)).await
+                forward(ClusterClient::new(channel), routing::forwarded(body))
+                    .await
+                    .map_err(routing::forwarding_failure)
             }
         }
     }

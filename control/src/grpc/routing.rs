@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::Addr;
 use netting_proto::catalog::v1 as pb;
 use netting_proto::catalog::v1::cluster_client::ClusterClient;
+use netting_proto::retry::FailureKind;
 use netting_raft::catalog::ApplyError;
 use netting_raft::network::PeerChannels;
 use netting_raft::{CatalogHandle, NodeId, Raft};
@@ -103,7 +104,10 @@ impl Replica {
             Route::Forward { channel, .. } => {
                 let mut request = forwarded(pb::ReadIndexRequest {});
                 request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                let answer = ClusterClient::new(channel).read_index(request).await?;
+                let answer = ClusterClient::new(channel)
+                    .read_index(request)
+                    .await
+                    .map_err(forwarding_failure)?;
                 Ok(answer.into_inner().index)
             }
         }
@@ -213,6 +217,24 @@ pub fn forwarded<T>(body: T) -> Request<T> {
     request
 }
 
+/// What the client is told when forwarding to the leader failed. A broken or refused
+/// connection to the leader becomes UNAVAILABLE: passed on as it is, its code would reach the
+/// client without the error that explains it (UNKNOWN "transport error", RESOURCE_EXHAUSTED
+/// from a GOAWAY) and read as the leader's answer. The leader's answers pass unchanged.
+pub fn forwarding_failure(status: Status) -> Status {
+    match netting_proto::retry::classify(&status) {
+        FailureKind::NotSent => Status::unavailable(format!(
+            "the request could not be forwarded to the leader, and was not applied: {}",
+            status.message()
+        )),
+        FailureKind::Transport => Status::unavailable(format!(
+            "the connection to the leader broke during the request, so its outcome is unknown ({}); a write sent again with the same request id is applied at most once",
+            status.message()
+        )),
+        _ => status,
+    }
+}
+
 /// The gRPC status for a proposal that did not succeed.
 pub fn propose_status(err: ProposeError) -> Status {
     match err {
@@ -236,5 +258,53 @@ fn apply_status(error: &ApplyError) -> Status {
             Status::failed_precondition(error.to_string())
         }
         ApplyError::ClusterIdAlreadySet(_) => Status::already_exists(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use netting_proto::retry::classify;
+    use tonic::Code;
+
+    use super::*;
+
+    /// A broken connection to the leader reaches the client as UNAVAILABLE, which it retries,
+    /// instead of a code that reads as the leader's answer once the status has crossed the
+    /// wire without its source; the leader's own answers are passed on as they are.
+    #[test]
+    fn a_broken_forward_is_unavailable_and_an_answer_passes() {
+        let broken = Status::from_error(Box::new(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "peer reset",
+        )));
+        assert_eq!(broken.code(), Code::Unknown);
+        let told = forwarding_failure(broken);
+        assert_eq!(told.code(), Code::Unavailable, "{told:?}");
+        assert!(told.message().contains("outcome is unknown"), "{told:?}");
+        // As the client sees it: the code alone, no source.
+        let over_the_wire = Status::new(told.code(), told.message());
+        assert_eq!(classify(&over_the_wire), FailureKind::Unavailable);
+
+        let refused = Status::from_error(Box::new(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "refused",
+        )));
+        let told = forwarding_failure(refused);
+        assert_eq!(told.code(), Code::Unavailable);
+        assert!(told.message().contains("not applied"), "{told:?}");
+
+        for answer in [
+            Status::not_found("service default/web not found"),
+            Status::failed_precondition("owned by another source"),
+            Status::unavailable("no leader"),
+        ] {
+            let told = forwarding_failure(answer.clone());
+            assert_eq!(
+                (told.code(), told.message()),
+                (answer.code(), answer.message())
+            );
+        }
     }
 }
