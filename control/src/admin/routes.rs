@@ -13,7 +13,7 @@ use super::debug::debug_view;
 use super::readiness::{NotReady, readiness};
 use super::server::AdminState;
 use super::sessions::sessions_view;
-use crate::actors::config_pusher::ListSessions;
+use crate::actors::session_messages::ListSessions;
 
 /// How long `/readyz` and `/debug/raft` wait for the Raft core's commit index. A core that
 /// cannot answer in this time is not serving either, so `/readyz` says so instead of hanging

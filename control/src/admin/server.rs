@@ -21,7 +21,7 @@ use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 use super::probe::RaftProbe;
 use super::readiness::ReadinessPolicy;
 use super::routes::route;
-use crate::actors::config_pusher::ListSessions;
+use crate::actors::session_messages::ListSessions;
 
 /// Connections served at once; further ones wait in the listen backlog. Scrapers and probes
 /// need a handful, and a bound keeps a misbehaving client from exhausting file descriptors.

@@ -5,7 +5,7 @@ use netting_raft::NodeId;
 use netting_raft::catalog::LogIndex;
 use serde::Serialize;
 
-use crate::actors::sidecar_session::SessionInfo;
+use crate::actors::session_messages::SessionInfo;
 
 /// What `/debug/sessions` shows. Field names are part of the operator's interface: add, don't
 /// rename.

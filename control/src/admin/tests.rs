@@ -27,8 +27,8 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::probe::fake::ScriptedRaft;
 use super::*;
-use crate::actors::config_pusher::ListSessions;
-use crate::actors::sidecar_session::SessionInfo;
+use crate::actors::session_messages::ListSessions;
+use crate::actors::session_messages::SessionInfo;
 use crate::discovery::hello::Subscription;
 use support::{follower, leader, log_id, recorder, sample_value};
 

@@ -1,81 +1,114 @@
-//! What a subscription sees of the catalog: the sidecar's form of a service, a full snapshot,
-//! and a delta since a version.
+//! What a subscription sees of the catalog, in domain terms: the sidecar's form of a service,
+//! a full snapshot, and a delta since a version. The wire form is built from these values in
+//! `grpc::discovery_convert`, and nowhere else.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
 
-use netting_proto::discovery::v1 as pb;
-use netting_raft::catalog::{Catalog, LogIndex, Service, ServiceKey};
+use netting_raft::catalog::{Catalog, LoadBalancer, LogIndex, Protocol, Service, ServiceKey};
 
 use super::hello::Subscription;
 
-/// A service as sidecars receive it: only what routing needs.
-pub fn service_config(service: &Service) -> pb::ServiceConfig {
-    pb::ServiceConfig {
-        namespace: service.key.namespace.clone(),
-        name: service.key.name.clone(),
-        ports: service
-            .spec
-            .ports
-            .iter()
-            .map(|p| pb::Port {
-                name: p.name.clone(),
-                port: u32::from(p.port),
-                protocol: p.protocol.as_str().to_owned(),
-            })
-            .collect(),
-        endpoints: service
-            .endpoints
-            .values()
-            .map(|e| pb::Endpoint {
-                address: e.spec.id.address.to_string(),
-                port: u32::from(e.spec.id.port),
-                ready: e.spec.ready,
-                zone: e.spec.zone.clone().unwrap_or_default(),
-            })
-            .collect(),
-        policy: Some(pb::Policy {
-            request_timeout_ms: service.spec.policy.request_timeout_ms.unwrap_or(0),
-            max_retries: service.spec.policy.max_retries,
-            load_balancer: service
+/// A service as sidecars receive it: only what routing needs. The update a sidecar is sent
+/// and the fingerprint that decides whether it needs one both derive from this value, so
+/// they cannot disagree about what a sidecar uses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceView {
+    pub key: ServiceKey,
+    pub ports: Vec<PortView>,
+    pub endpoints: Vec<EndpointView>,
+    pub policy: PolicyView,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PortView {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointView {
+    pub address: IpAddr,
+    pub port: u16,
+    pub ready: bool,
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyView {
+    pub request_timeout_ms: Option<u64>,
+    pub max_retries: u32,
+    pub load_balancer: Option<LoadBalancer>,
+}
+
+impl ServiceView {
+    pub fn of(service: &Service) -> Self {
+        let policy = &service.spec.policy;
+        Self {
+            key: service.key.clone(),
+            ports: service
                 .spec
-                .policy
-                .load_balancer
-                .map(|lb| lb.as_str().to_owned())
-                .unwrap_or_default(),
-        }),
+                .ports
+                .iter()
+                .map(|p| PortView {
+                    name: p.name.clone(),
+                    port: p.port,
+                    protocol: p.protocol,
+                })
+                .collect(),
+            endpoints: service
+                .endpoints
+                .values()
+                .map(|e| EndpointView {
+                    address: e.spec.id.address,
+                    port: e.spec.id.port,
+                    ready: e.spec.ready,
+                    zone: e.spec.zone.clone(),
+                })
+                .collect(),
+            policy: PolicyView {
+                request_timeout_ms: policy.request_timeout_ms,
+                max_retries: policy.max_retries,
+                load_balancer: policy.load_balancer,
+            },
+        }
     }
 }
 
-/// A hash of exactly what [`service_config`] sends, so that a change to anything else (labels,
-/// owning pod, source) is recognised as no change for sidecars.
+/// A hash of exactly what a sidecar is sent of `service`, so that a change to anything else
+/// (labels, owning pod, source) is recognised as no change for sidecars.
 pub fn fingerprint(service: &Service) -> u64 {
     let mut hasher = DefaultHasher::new();
-    for port in &service.spec.ports {
-        (&port.name, port.port, port.protocol).hash(&mut hasher);
-    }
-    for endpoint in service.endpoints.values() {
-        let spec = &endpoint.spec;
-        (spec.id, spec.ready, &spec.zone).hash(&mut hasher);
-    }
-    let policy = &service.spec.policy;
-    (
-        policy.request_timeout_ms,
-        policy.max_retries,
-        policy.load_balancer.map(|lb| lb.as_str()),
-    )
-        .hash(&mut hasher);
+    ServiceView::of(service).hash(&mut hasher);
     hasher.finish()
 }
 
-pub fn service_ref(key: &ServiceKey) -> pb::ServiceRef {
-    pb::ServiceRef {
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
+/// What one sidecar is sent to bring it from what it has to the live catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// Every subscribed service: the sidecar replaces what it has.
+    Snapshot(Vec<ServiceView>),
+    /// What changed since `from_version`, the version the sidecar has.
+    Delta {
+        from_version: LogIndex,
+        upserted: Vec<ServiceView>,
+        removed: Vec<ServiceKey>,
+    },
+}
+
+impl Update {
+    /// The metric label of the update's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Update::Snapshot(_) => "snapshot",
+            Update::Delta { .. } => "delta",
+        }
     }
 }
 
 /// Every subscribed service, in key order.
-pub fn snapshot(catalog: &Catalog, subscription: &Subscription) -> Vec<pb::ServiceConfig> {
+pub fn snapshot(catalog: &Catalog, subscription: &Subscription) -> Vec<ServiceView> {
     let mut services: Vec<&Service> = subscription
         .namespaces
         .iter()
@@ -89,7 +122,7 @@ pub fn snapshot(catalog: &Catalog, subscription: &Subscription) -> Vec<pb::Servi
             .filter_map(|key| catalog.get(key)),
     );
     services.sort_by(|a, b| a.key.cmp(&b.key));
-    services.into_iter().map(service_config).collect()
+    services.into_iter().map(ServiceView::of).collect()
 }
 
 /// The subscribed services changed after `since` and the subscribed services deleted after it,
@@ -98,7 +131,7 @@ pub fn delta(
     catalog: &Catalog,
     subscription: &Subscription,
     since: LogIndex,
-) -> Option<(Vec<pb::ServiceConfig>, Vec<pb::ServiceRef>)> {
+) -> Option<(Vec<ServiceView>, Vec<ServiceKey>)> {
     if !catalog.delta_possible_since(since) {
         return None;
     }
@@ -109,13 +142,13 @@ pub fn delta(
             catalog
                 .in_namespace(ns)
                 .filter(|s| s.modify_index > since)
-                .map(service_config),
+                .map(ServiceView::of),
         );
         removed.extend(
             catalog
                 .tombstones_in(ns)
                 .filter(|(_, deleted)| *deleted > since)
-                .map(|(key, _)| service_ref(key)),
+                .map(|(key, _)| key.clone()),
         );
     }
     for key in &subscription.services {
@@ -123,14 +156,16 @@ pub fn delta(
             continue;
         }
         match catalog.get(key) {
-            Some(service) if service.modify_index > since => upserted.push(service_config(service)),
+            Some(service) if service.modify_index > since => {
+                upserted.push(ServiceView::of(service));
+            }
             Some(_) => {}
             None => {
                 if catalog
                     .tombstone(key)
                     .is_some_and(|deleted| deleted > since)
                 {
-                    removed.push(service_ref(key));
+                    removed.push(key.clone());
                 }
             }
         }
@@ -144,43 +179,13 @@ mod tests {
 
     use std::collections::BTreeMap;
 
-    use netting_raft::catalog::{CatalogCommand, EndpointId, EndpointSpec, ServiceSpec, Source};
+    use netting_raft::catalog::ServiceSpec;
 
     use super::*;
+    use crate::discovery::test_catalog::{delete, key, register, subscription};
 
-    fn key(ns: &str, name: &str) -> ServiceKey {
-        ServiceKey::new(ns, name).unwrap()
-    }
-
-    fn register(ns: &str, name: &str, octet: u8) -> CatalogCommand {
-        CatalogCommand::RegisterEndpoint {
-            key: key(ns, name),
-            source: Source::Api,
-            endpoint: EndpointSpec {
-                id: EndpointId {
-                    address: format!("10.0.0.{octet}").parse().unwrap(),
-                    port: 80,
-                },
-                ready: true,
-                zone: None,
-                pod: None,
-            },
-            spec: None,
-        }
-    }
-
-    fn subscription(namespaces: &[&str], services: &[(&str, &str)]) -> Subscription {
-        Subscription {
-            namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
-            services: services.iter().map(|(ns, n)| key(ns, n)).collect(),
-        }
-    }
-
-    fn names(services: &[pb::ServiceConfig]) -> Vec<String> {
-        services
-            .iter()
-            .map(|s| format!("{}/{}", s.namespace, s.name))
-            .collect()
+    fn names(services: &[ServiceView]) -> Vec<String> {
+        services.iter().map(|s| s.key.to_string()).collect()
     }
 
     fn catalog() -> Catalog {
@@ -208,28 +213,12 @@ mod tests {
     fn delta_since_version() {
         let mut catalog = catalog();
         catalog.apply(5, &register("default", "web", 2)).unwrap();
-        catalog
-            .apply(
-                6,
-                &CatalogCommand::DeleteService {
-                    key: key("prod", "db"),
-                    source: Some(Source::Api),
-                },
-            )
-            .unwrap();
-        catalog
-            .apply(
-                7,
-                &CatalogCommand::DeleteService {
-                    key: key("prod", "cache"),
-                    source: Some(Source::Api),
-                },
-            )
-            .unwrap();
+        catalog.apply(6, &delete("prod", "db")).unwrap();
+        catalog.apply(7, &delete("prod", "cache")).unwrap();
         let sub = subscription(&["default"], &[("prod", "db")]);
         let (upserted, removed) = delta(&catalog, &sub, 4).unwrap();
         assert_eq!(names(&upserted), vec!["default/web"]);
-        assert_eq!(removed, vec![service_ref(&key("prod", "db"))]);
+        assert_eq!(removed, vec![key("prod", "db")]);
         let (upserted, removed) = delta(&catalog, &sub, 7).unwrap();
         assert!(upserted.is_empty() && removed.is_empty());
     }
@@ -243,15 +232,7 @@ mod tests {
             catalog
                 .apply(i * 2 + 1, &register("default", &name, 1))
                 .unwrap();
-            catalog
-                .apply(
-                    i * 2 + 2,
-                    &CatalogCommand::DeleteService {
-                        key: key("default", &name),
-                        source: Some(Source::Api),
-                    },
-                )
-                .unwrap();
+            catalog.apply(i * 2 + 2, &delete("default", &name)).unwrap();
         }
         assert!(delta(&catalog, &subscription(&["default"], &[]), 0).is_none());
     }

@@ -15,20 +15,24 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::discovery_convert::{self as convert, try_another};
 use super::routing::Replica;
-use crate::actors::config_pusher::{AppliedTimes, ConfigPusher, FindSession, ListSessions};
-use crate::actors::sidecar_session::{
-    Base, Outbound, SessionInfo, SessionLimits, SessionStart, SidecarAck, SidecarNack,
-    SidecarSession, StreamEnded,
+use crate::actors::config_pusher::ConfigPusher;
+use crate::actors::session_messages::{
+    FindSession, ListSessions, Outbound, Outgoing, SidecarAck, SidecarNack, StreamEnded,
 };
+use crate::actors::sidecar_session::{SessionLimits, SessionStart, SidecarSession};
+use crate::discovery::applied_times::AppliedTimes;
 use crate::discovery::hello::Hello;
+use crate::discovery::session::Base;
 use crate::discovery::view;
 
-/// A session's responses, unboxed for tonic. When the replica starts shutting down the stream
+/// A session's responses in their wire form. When the replica starts shutting down the stream
 /// ends at once with a status that sends the sidecar to another replica: a long-lived stream
 /// must not hold the shutdown (and, on a leader, the election of the next one) back.
 pub struct ResponseStream {
     responses: ReceiverStream<Outbound>,
+    cluster_id: String,
     stopping: Option<BoxFuture<'static, ()>>,
 }
 
@@ -56,14 +60,13 @@ impl tokio_stream::Stream for ResponseStream {
                 "the replica is shutting down".to_owned(),
             ))));
         }
-        std::pin::Pin::new(&mut self.responses)
-            .poll_next(cx)
-            .map(|item| item.map(|boxed| *boxed))
+        let item = std::task::ready!(std::pin::Pin::new(&mut self.responses).poll_next(cx));
+        std::task::Poll::Ready(item.map(|outgoing| match *outgoing {
+            Outgoing::Response(response) => Ok(convert::response(&response, &self.cluster_id)),
+            Outgoing::Close(close) => Err(convert::close_status(&close)),
+        }))
     }
 }
-
-/// Trailer telling a sidecar to reconnect to another replica rather than retry this one.
-pub const TRY_ANOTHER_REPLICA: &str = "netting-try-another-replica";
 
 /// Limits of the discovery service.
 #[derive(Debug, Clone, Copy)]
@@ -157,15 +160,6 @@ impl DiscoveryService {
     }
 }
 
-fn try_another(message: String) -> Status {
-    let mut status = Status::unavailable(message);
-    status.metadata_mut().insert(
-        TRY_ANOTHER_REPLICA,
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
-    status
-}
-
 #[tonic::async_trait]
 impl Discovery for DiscoveryService {
     type StreamStream = ResponseStream;
@@ -224,7 +218,6 @@ impl Discovery for DiscoveryService {
             identity: hello.identity,
             subscription: hello.subscription,
             catalog: self.replica.catalog.clone(),
-            cluster_id,
             outbound,
             base,
             pusher_open: self.pusher.clone().recipient(),
@@ -243,6 +236,7 @@ impl Discovery for DiscoveryService {
         let mut stopping = self.stopping.clone();
         Ok(Response::new(ResponseStream {
             responses: ReceiverStream::new(responses),
+            cluster_id,
             stopping: Some(Box::pin(async move {
                 // Without a sender (no shutdown signal given) the stream never stops this way.
                 if stopping.wait_for(|stop| *stop).await.is_err() {
@@ -253,14 +247,18 @@ impl Discovery for DiscoveryService {
     }
 }
 
-/// Turns an inbound stream error caused by the sidecar (a message over the size limit) into
-/// the status that ends its session.
-fn inbound_error(status: &Status) -> Option<Status> {
+/// Names an inbound stream error caused by the sidecar (a message over the size limit): it
+/// breaks the protocol, and ends the session with INVALID_ARGUMENT.
+fn inbound_violation(status: &Status) -> Option<String> {
     matches!(
         status.code(),
         tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
     )
-    .then(|| Status::invalid_argument(format!("message rejected: {}", status.message())))
+    .then(|| format!("message rejected: {}", status.message()))
+}
+
+fn inbound_error(status: &Status) -> Option<Status> {
+    inbound_violation(status).map(Status::invalid_argument)
 }
 
 /// Forwards ACKs and NACKs to the session until the sidecar closes its side or breaks the
@@ -303,27 +301,15 @@ async fn read_inbound(
                     continue;
                 }
                 Some(pb::discovery_request::Message::Hello(_)) => {
-                    Some(Status::invalid_argument("a stream sends only one hello"))
+                    Some("a stream sends only one hello".to_owned())
                 }
-                None => Some(Status::invalid_argument("an empty message")),
+                None => Some("an empty message".to_owned()),
             },
             Ok(None) => None,
-            Err(status) => inbound_error(&status),
+            Err(status) => inbound_violation(&status),
         };
         session.do_send(StreamEnded { violation });
         return;
-    }
-}
-
-fn session_to_proto(info: &SessionInfo) -> pb::SessionInfo {
-    pb::SessionInfo {
-        pod: info.pod.clone(),
-        namespace: info.namespace.clone(),
-        proxy_version: info.proxy_version.clone(),
-        acked_version: info.acked_version.unwrap_or(0),
-        sent_version: info.sent_version,
-        connected_for_ms: u64::try_from(info.connected_for.as_millis()).unwrap_or(u64::MAX),
-        nacks: info.nacks,
     }
 }
 
@@ -341,7 +327,7 @@ impl DiscoveryAdmin for DiscoveryService {
         Ok(Response::new(pb::ListSessionsResponse {
             node_id: self.replica.node_id,
             catalog_version: self.replica.catalog.read(|c| c.version()),
-            sessions: sessions.iter().map(session_to_proto).collect(),
+            sessions: sessions.iter().map(convert::session_info).collect(),
         }))
     }
 
@@ -373,8 +359,9 @@ impl DiscoveryAdmin for DiscoveryService {
             .replica
             .catalog
             .read(|c| (c.version(), view::snapshot(c, &info.subscription)));
+        let services = convert::services(&services);
         Ok(Response::new(pb::SidecarConfigResponse {
-            session: Some(session_to_proto(&info)),
+            session: Some(convert::session_info(&info)),
             version,
             services,
         }))

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod convert;
 pub mod discovery;
+pub mod discovery_convert;
 pub mod request_ids;
 pub mod routing;
 

@@ -81,7 +81,7 @@ pub struct ServicePort {
 }
 
 /// How sidecars spread requests over a service's endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalancer {
     RoundRobin,

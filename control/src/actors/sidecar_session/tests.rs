@@ -5,6 +5,7 @@ use netting_raft::catalog_handle::AppliedState;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::*;
+use crate::discovery::session::Response;
 
 /// Stands in for the config pusher: accepts the session and forgets it.
 struct PusherProbe;
@@ -38,7 +39,6 @@ fn session() -> (Addr<SidecarSession>, mpsc::Receiver<Outbound>) {
         },
         subscription: Subscription::default(),
         catalog: CatalogHandle::new(Catalog::default(), AppliedState::default()),
-        cluster_id: "cluster".into(),
         outbound,
         base: Base::Nothing,
         pusher_open: pusher.clone().recipient(),
@@ -52,6 +52,13 @@ fn session() -> (Addr<SidecarSession>, mpsc::Receiver<Outbound>) {
     (SidecarSession::new(start).start(), responses)
 }
 
+fn response(outgoing: Outgoing) -> Response {
+    match outgoing {
+        Outgoing::Response(response) => response,
+        Outgoing::Close(close) => panic!("expected a response, the stream closed: {close:?}"),
+    }
+}
+
 /// Lets the actors run what is due at the current (paused) instant.
 async fn settle() {
     for _ in 0..10 {
@@ -59,15 +66,14 @@ async fn settle() {
     }
 }
 
-/// The ACK timeout holds as documented: a response still unacknowledged is answered with
-/// DEADLINE_EXCEEDED `ack_timeout` after it was sent, within tokio's timer resolution of a
+/// The ACK timeout holds as documented: a response still unacknowledged ends the stream (with
+/// DEADLINE_EXCEEDED, see `grpc::discovery_convert`) `ack_timeout` after it was sent, within tokio's timer resolution of a
 /// millisecond, and not before (it used to fire up to a quarter of the timeout late).
 #[actix::test]
 async fn unacknowledged_response_ends_the_stream_at_the_ack_timeout() {
     tokio::time::pause();
     let (_session, mut responses) = session();
-    let first = responses.recv().await.unwrap();
-    assert!(first.is_ok(), "{first:?}");
+    response(*responses.recv().await.unwrap());
 
     tokio::time::advance(ACK_TIMEOUT - Duration::from_millis(1)).await;
     settle().await;
@@ -79,8 +85,10 @@ async fn unacknowledged_response_ends_the_stream_at_the_ack_timeout() {
     tokio::time::advance(Duration::from_millis(2)).await;
     settle().await;
     let ended = *responses.try_recv().unwrap();
-    let status = ended.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        matches!(ended, Outgoing::Close(Close::AckTimeout)),
+        "{ended:?}"
+    );
 }
 
 /// An ACK in time cancels the timeout of that response: the stream stays open past it.
@@ -88,12 +96,12 @@ async fn unacknowledged_response_ends_the_stream_at_the_ack_timeout() {
 async fn acknowledged_response_does_not_time_out() {
     tokio::time::pause();
     let (session, mut responses) = session();
-    let first = responses.recv().await.unwrap().unwrap();
+    let first = response(*responses.recv().await.unwrap());
     tokio::time::advance(ACK_TIMEOUT / 2).await;
     session
         .send(SidecarAck {
             version: first.version,
-            nonce: first.nonce,
+            nonce: first.nonce.to_string(),
         })
         .await
         .unwrap();
