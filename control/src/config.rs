@@ -109,6 +109,11 @@ pub struct RunArgs {
     #[arg(long, env = "NETTING_WRITE_BATCH_MAX", default_value_t = 512)]
     pub write_batch_max: usize,
 
+    /// Most catalog commands waiting on the leader for a Raft entry; a write beyond it is
+    /// refused at once with RESOURCE_EXHAUSTED, and nothing of it is applied.
+    #[arg(long, env = "NETTING_WRITE_QUEUE_MAX", default_value_t = 20_000)]
+    pub write_queue_max: usize,
+
     /// How long a write may wait for a leader to be elected before it fails as UNAVAILABLE.
     #[arg(long, env = "NETTING_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub write_timeout: Duration,
@@ -142,7 +147,7 @@ pub struct RunArgs {
     #[arg(long, env = "NETTING_PUSH_MAX_DELAY", default_value = "100ms", value_parser = parse_duration)]
     pub push_max_delay: Duration,
 
-    /// Pushes: how many session notifications may be in flight at once.
+    /// Pushes: how many session notifications may be in flight at once, across all pushes.
     #[arg(long, env = "NETTING_PUSH_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub push_max_in_flight: usize,
 
@@ -203,6 +208,7 @@ pub struct ReplicaConfig {
     pub raft: RaftTiming,
     pub max_request_bytes: usize,
     pub write_batch_max: usize,
+    pub write_queue_max: usize,
     pub write_timeout: Duration,
     pub sidecars: DiscoverySettings,
 }
@@ -264,6 +270,12 @@ impl TryFrom<RunArgs> for ReplicaConfig {
         if args.write_batch_max == 0 {
             return Err(err("--write-batch-max", "must be at least 1"));
         }
+        if args.write_queue_max < args.write_batch_max {
+            return Err(err(
+                "--write-queue-max",
+                "must be at least --write-batch-max, so that a full batch can queue",
+            ));
+        }
         if args.write_timeout.is_zero() {
             return Err(err("--write-timeout", "must be more than 0"));
         }
@@ -324,6 +336,7 @@ impl TryFrom<RunArgs> for ReplicaConfig {
             raft,
             max_request_bytes: args.max_request_bytes,
             write_batch_max: args.write_batch_max,
+            write_queue_max: args.write_queue_max,
             write_timeout: args.write_timeout,
             sidecars,
         })

@@ -14,14 +14,8 @@ use netting_raft::catalog::ApplyError;
 use notify::{RecursiveMode, Watcher};
 
 use super::catalog_writer::{Propose, ProposeError};
+use super::leadership::LeadershipChanged;
 use crate::catalog_file;
-
-/// Tells the watcher whether this replica leads; it proposes only while it does.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct LeadershipChanged {
-    pub is_leader: bool,
-}
 
 /// The file (or its directory) changed on disk.
 #[derive(Debug, Message)]

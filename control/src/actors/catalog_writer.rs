@@ -77,6 +77,10 @@ pub enum ProposeError {
     /// The writer stopped before answering; the outcome of the command is unknown.
     #[error("the catalog writer stopped")]
     WriterGone,
+    /// The queue was full: the command was refused before it was proposed, so it was not
+    /// applied.
+    #[error("{queued} catalog writes are already waiting on the leader")]
+    QueueFull { queued: usize },
 }
 
 /// What the writer needs of Raft: commit one batch and answer with its results. A seam so
@@ -127,6 +131,19 @@ struct Pending {
     queued_at: Instant,
 }
 
+/// How much the writer holds at once.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    /// Commands in one Raft entry.
+    pub max_batch: usize,
+    /// Entries replicating at once.
+    pub max_in_flight: usize,
+    /// Commands waiting for an entry; beyond it a command is refused with
+    /// [`ProposeError::QueueFull`], so that a flood of writes costs bounded memory and every
+    /// writer hears at once that it must slow down.
+    pub max_queued: usize,
+}
+
 /// Batches proposals into Raft entries.
 pub struct CatalogWriter<C: BatchCommitter = Raft> {
     raft: C,
@@ -135,6 +152,7 @@ pub struct CatalogWriter<C: BatchCommitter = Raft> {
     in_flight: usize,
     max_in_flight: usize,
     max_batch: usize,
+    max_queued: usize,
 }
 
 impl<C: BatchCommitter> std::fmt::Debug for CatalogWriter<C> {
@@ -148,16 +166,16 @@ impl<C: BatchCommitter> std::fmt::Debug for CatalogWriter<C> {
 }
 
 impl<C: BatchCommitter> CatalogWriter<C> {
-    /// `max_in_flight` entries may be replicating at once; each carries at most `max_batch`
-    /// commands.
-    pub fn new(raft: C, node_id: NodeId, max_batch: usize, max_in_flight: usize) -> Self {
+    pub fn new(raft: C, node_id: NodeId, limits: WriterLimits) -> Self {
+        let max_batch = limits.max_batch.max(1);
         Self {
             raft,
             node_id,
             queue: VecDeque::new(),
             in_flight: 0,
-            max_in_flight: max_in_flight.max(1),
-            max_batch: max_batch.max(1),
+            max_in_flight: limits.max_in_flight.max(1),
+            max_batch,
+            max_queued: limits.max_queued.max(max_batch),
         }
     }
 
@@ -186,6 +204,12 @@ impl<C: BatchCommitter> Handler<Propose> for CatalogWriter<C> {
     type Result = ResponseFuture<Result<Proposed, ProposeError>>;
 
     fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
+        if self.queue.len() >= self.max_queued {
+            metrics::counter!("netting_catalog_writes_refused_total", "reason" => "queue_full")
+                .increment(1);
+            let queued = self.queue.len();
+            return Box::pin(async move { Err(ProposeError::QueueFull { queued }) });
+        }
         let (reply, answer) = oneshot::channel();
         self.queue.push_back(Pending {
             proposal: msg,

@@ -3,6 +3,8 @@
 pub mod catalog_file_watcher;
 pub mod catalog_writer;
 pub mod config_pusher;
+pub mod leadership;
+pub mod session_messages;
 pub mod sidecar_session;
 
 /// HELP text and units of the actors' metrics.
@@ -38,7 +40,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "netting_catalog_writes_refused_total",
-        "Catalog writes the state machine refused, by reason"
+        "Catalog writes refused, by reason: by the state machine, or queue_full when the leader's write queue was full (not applied)"
     );
     metrics::describe_gauge!(
         "netting_sessions_connected",

@@ -101,6 +101,17 @@ fn bad_flags_are_named() {
                 "--node-id",
                 "0",
                 "--grpc-listen",
+                "127.0.0.1:1",
+                "--write-queue-max",
+                "10",
+            ],
+            "--write-queue-max",
+        ),
+        (
+            &[
+                "--node-id",
+                "0",
+                "--grpc-listen",
                 "127.0.0.1:5",
                 "--admin-listen",
                 "127.0.0.1:5",

@@ -73,7 +73,8 @@ pub enum Command {
     ///
     /// With a single --addr, the members that replica knows are asked too.
     Sessions(SessionsArgs),
-    /// Show what one sidecar was last sent, from the replica it is connected to.
+    /// Show one sidecar's view of the catalog, from the replica it is connected to: what it
+    /// subscribes to at that replica's version, and the version it acknowledged.
     ///
     /// Replicas are asked in order until one has the sidecar; with a single --addr, the members
     /// that replica knows are asked too.

@@ -246,6 +246,9 @@ pub fn propose_status(err: ProposeError) -> Status {
             "the write's outcome is unknown ({why}); send it again with the same request id to apply it at most once and learn its outcome"
         )),
         ProposeError::WriterGone => Status::unavailable("the replica is shutting down"),
+        ProposeError::QueueFull { queued } => Status::resource_exhausted(format!(
+            "the leader is overloaded: {queued} catalog writes are already waiting; this one was not applied, retry later"
+        )),
     }
 }
 

@@ -47,6 +47,14 @@ impl BatchCommitter for HeldCommits {
     }
 }
 
+fn limits(max_batch: usize, max_in_flight: usize) -> WriterLimits {
+    WriterLimits {
+        max_batch,
+        max_in_flight,
+        max_queued: 10_000,
+    }
+}
+
 fn command(i: usize) -> CatalogCommand {
     CatalogCommand::DeleteService {
         key: ServiceKey::new("default", &format!("svc-{i}")).unwrap(),
@@ -73,7 +81,7 @@ async fn until_batches(committer: &HeldCommits, count: usize) {
 #[actix::test]
 async fn concurrent_proposals_share_an_entry() {
     let committer = HeldCommits::default();
-    let writer = CatalogWriter::new(committer.clone(), 7, 512, 2).start();
+    let writer = CatalogWriter::new(committer.clone(), 7, limits(512, 2)).start();
 
     let first = writer.send(Propose::internal(command(0)));
     let second = writer.send(Propose::internal(command(1)));
@@ -105,7 +113,7 @@ async fn concurrent_proposals_share_an_entry() {
 #[actix::test]
 async fn batches_are_capped() {
     let committer = HeldCommits::default();
-    let writer = CatalogWriter::new(committer.clone(), 1, 4, 1).start();
+    let writer = CatalogWriter::new(committer.clone(), 1, limits(4, 1)).start();
     let answers: Vec<_> = (0..9)
         .map(|i| actix::spawn(writer.send(Propose::internal(command(i)))))
         .collect();
@@ -141,7 +149,7 @@ async fn failure_reaches_every_caller() {
             })
         }
     }
-    let writer = CatalogWriter::new(NotLeader, 1, 8, 1).start();
+    let writer = CatalogWriter::new(NotLeader, 1, limits(8, 1)).start();
     let answers: Vec<_> = (0..3)
         .map(|i| writer.send(Propose::internal(command(i))))
         .collect();
@@ -151,4 +159,47 @@ async fn failure_reaches_every_caller() {
             Err(ProposeError::NotLeader { .. })
         ));
     }
+}
+
+/// A full queue refuses a write at once, before anything is proposed, and takes writes again
+/// as soon as it drains; the writes it took are all answered.
+#[actix::test]
+async fn a_full_queue_refuses_at_once() {
+    let committer = HeldCommits::default();
+    let writer = CatalogWriter::new(
+        committer.clone(),
+        1,
+        WriterLimits {
+            max_batch: 2,
+            max_in_flight: 1,
+            max_queued: 2,
+        },
+    )
+    .start();
+    let in_flight = actix::spawn(writer.send(Propose::internal(command(0))));
+    until_batches(&committer, 1).await;
+    let queued: Vec<_> = (1..3)
+        .map(|i| actix::spawn(writer.send(Propose::internal(command(i)))))
+        .collect();
+    // The handler runs in order, so the two above are queued before this one arrives.
+    let refused = writer.send(Propose::internal(command(3))).await.unwrap();
+    assert_eq!(refused, Err(ProposeError::QueueFull { queued: 2 }));
+    assert_eq!(
+        *committer.batches.lock().unwrap(),
+        vec![1],
+        "nothing proposed"
+    );
+
+    committer.release.notify_one();
+    until_batches(&committer, 2).await;
+    let taken = actix::spawn(writer.send(Propose::internal(command(4))));
+    committer.release.notify_one();
+    until_batches(&committer, 3).await;
+    committer.release.notify_one();
+    assert!(in_flight.await.unwrap().unwrap().is_ok());
+    for answer in queued {
+        assert!(answer.await.unwrap().unwrap().is_ok());
+    }
+    assert!(taken.await.unwrap().unwrap().is_ok());
+    assert_eq!(*committer.batches.lock().unwrap(), vec![1, 2, 1]);
 }

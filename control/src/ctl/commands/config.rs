@@ -1,5 +1,6 @@
-//! `nettingctl config NAMESPACE/POD`: what one sidecar was last sent, read from the replica it
-//! is connected to.
+//! `nettingctl config NAMESPACE/POD`: one sidecar's view of the catalog (its subscribed
+//! services at the replica's version, and the version it acknowledged), read from the replica
+//! it is connected to.
 //!
 //! A sidecar holds one stream to one replica, and only that replica knows its session, so the
 //! replicas are asked in order until one has it: NOT_FOUND (and any failure) means "ask the
