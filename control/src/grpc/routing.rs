@@ -223,12 +223,10 @@ pub fn forwarded<T>(body: T) -> Request<T> {
 /// from a GOAWAY) and read as the leader's answer. The leader's answers pass unchanged.
 pub fn forwarding_failure(status: Status) -> Status {
     match netting_proto::retry::classify(&status) {
-        FailureKind::NotSent => Status::unavailable(format!(
-            "the request could not be forwarded to the leader, and was not applied: {}",
-            status.message()
-        )),
-        FailureKind::Transport => Status::unavailable(format!(
-            "the connection to the leader broke during the request, so its outcome is unknown ({}); a write sent again with the same request id is applied at most once",
+        // Not "not applied" even when the last try was never sent: an earlier try of the same
+        // write may have reached the leader before its connection broke.
+        FailureKind::NotSent | FailureKind::Transport => Status::unavailable(format!(
+            "forwarding to the leader failed ({}); a write's outcome is unknown, and sent again with the same request id it is applied at most once",
             status.message()
         )),
         _ => status,
@@ -296,7 +294,7 @@ mod tests {
         )));
         let told = forwarding_failure(refused);
         assert_eq!(told.code(), Code::Unavailable);
-        assert!(told.message().contains("not applied"), "{told:?}");
+        assert!(told.message().contains("outcome is unknown"), "{told:?}");
 
         for answer in [
             Status::not_found("service default/web not found"),
