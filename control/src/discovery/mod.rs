@@ -5,8 +5,9 @@
 //! - [`hello`]: a sidecar's first message, validated into its identity, subscription and
 //!   resume point.
 //! - [`view`]: what a subscription sees of the catalog — as a snapshot, or as a delta since a
-//!   version — and a fingerprint of what a sidecar uses of a service, both from one
-//!   [`view::ServiceView`].
+//!   version — as [`view::ServiceView`]s.
+//! - [`fingerprint`]: a hash of what sidecars use of each service, built from the same view
+//!   values and kept at the cost of the endpoints that changed.
 //! - [`session`]: the protocol of one stream (the response in flight, the pending flag, the
 //!   acknowledgement timeout) as decisions the session actor carries out.
 //! - [`push_plan`]: which sessions a catalog change reaches, and why.
@@ -15,6 +16,7 @@
 
 pub mod applied_times;
 pub mod debounce;
+pub mod fingerprint;
 pub mod hello;
 pub mod push_plan;
 pub mod session;

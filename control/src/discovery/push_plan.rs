@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use netting_raft::catalog::{Catalog, LogIndex, ServiceKey};
 
+use super::fingerprint::Fingerprints;
 use super::hello::Subscription;
 use super::session::{Change, PushReason, SessionId};
-use super::view;
 
 /// The notifications of one push: a change for each session it reaches, in session order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct PushPlanner {
     subscriptions: HashMap<SessionId, Arc<Subscription>>,
     by_namespace: HashMap<String, HashSet<SessionId>>,
     by_service: HashMap<ServiceKey, HashSet<SessionId>>,
-    fingerprints: HashMap<ServiceKey, u64>,
+    fingerprints: Fingerprints,
     pushed_version: LogIndex,
     /// Sessions a skipped change touched, still to be told its version.
     version_behind: HashSet<SessionId>,
@@ -115,15 +115,14 @@ impl PushPlanner {
         let mut changed = Vec::new();
         let mut unchanged = Vec::new();
         for service in changes.upserted {
-            let print = view::fingerprint(service);
-            if self.fingerprints.insert(service.key.clone(), print) == Some(print) {
-                unchanged.push(service.key.clone());
-            } else {
+            if self.fingerprints.update(service) {
                 changed.push(service.key.clone());
+            } else {
+                unchanged.push(service.key.clone());
             }
         }
         for key in changes.removed {
-            if self.fingerprints.remove(&key).is_some() {
+            if self.fingerprints.remove(&key) {
                 changed.push(key);
             } else {
                 unchanged.push(key);
@@ -177,8 +176,7 @@ impl PushPlanner {
     fn fingerprint_all(&mut self, catalog: &Catalog) {
         self.fingerprints.clear();
         for service in catalog.list(None) {
-            self.fingerprints
-                .insert(service.key.clone(), view::fingerprint(service));
+            self.fingerprints.update(service);
         }
     }
 

@@ -2,16 +2,19 @@
 //! a full snapshot, and a delta since a version. The wire form is built from these values in
 //! `grpc::discovery_convert`, and nowhere else.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
-use netting_raft::catalog::{Catalog, LoadBalancer, LogIndex, Protocol, Service, ServiceKey};
+use netting_raft::catalog::{
+    Catalog, Endpoint, LoadBalancer, LogIndex, Protocol, Service, ServiceKey, ServicePolicy,
+    ServicePort,
+};
 
 use super::hello::Subscription;
 
 /// A service as sidecars receive it: only what routing needs. The update a sidecar is sent
-/// and the fingerprint that decides whether it needs one both derive from this value, so
-/// they cannot disagree about what a sidecar uses.
+/// and the fingerprint that decides whether it needs one (`discovery::fingerprint`) both
+/// derive from the constructors of these values, so they cannot disagree about what a
+/// sidecar uses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServiceView {
     pub key: ServiceKey,
@@ -44,44 +47,44 @@ pub struct PolicyView {
 
 impl ServiceView {
     pub fn of(service: &Service) -> Self {
-        let policy = &service.spec.policy;
         Self {
             key: service.key.clone(),
-            ports: service
-                .spec
-                .ports
-                .iter()
-                .map(|p| PortView {
-                    name: p.name.clone(),
-                    port: p.port,
-                    protocol: p.protocol,
-                })
-                .collect(),
-            endpoints: service
-                .endpoints
-                .values()
-                .map(|e| EndpointView {
-                    address: e.spec.id.address,
-                    port: e.spec.id.port,
-                    ready: e.spec.ready,
-                    zone: e.spec.zone.clone(),
-                })
-                .collect(),
-            policy: PolicyView {
-                request_timeout_ms: policy.request_timeout_ms,
-                max_retries: policy.max_retries,
-                load_balancer: policy.load_balancer,
-            },
+            ports: service.spec.ports.iter().map(PortView::of).collect(),
+            endpoints: service.endpoints.values().map(EndpointView::of).collect(),
+            policy: PolicyView::of(&service.spec.policy),
         }
     }
 }
 
-/// A hash of exactly what a sidecar is sent of `service`, so that a change to anything else
-/// (labels, owning pod, source) is recognised as no change for sidecars.
-pub fn fingerprint(service: &Service) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    ServiceView::of(service).hash(&mut hasher);
-    hasher.finish()
+impl PortView {
+    pub fn of(port: &ServicePort) -> Self {
+        Self {
+            name: port.name.clone(),
+            port: port.port,
+            protocol: port.protocol,
+        }
+    }
+}
+
+impl EndpointView {
+    pub fn of(endpoint: &Endpoint) -> Self {
+        Self {
+            address: endpoint.spec.id.address,
+            port: endpoint.spec.id.port,
+            ready: endpoint.spec.ready,
+            zone: endpoint.spec.zone.clone(),
+        }
+    }
+}
+
+impl PolicyView {
+    pub fn of(policy: &ServicePolicy) -> Self {
+        Self {
+            request_timeout_ms: policy.request_timeout_ms,
+            max_retries: policy.max_retries,
+            load_balancer: policy.load_balancer,
+        }
+    }
 }
 
 /// What one sidecar is sent to bring it from what it has to the live catalog.
@@ -177,10 +180,6 @@ pub fn delta(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::collections::BTreeMap;
-
-    use netting_raft::catalog::ServiceSpec;
-
     use super::*;
     use crate::discovery::test_catalog::{delete, key, register, subscription};
 
@@ -235,35 +234,5 @@ mod tests {
             catalog.apply(i * 2 + 2, &delete("default", &name)).unwrap();
         }
         assert!(delta(&catalog, &subscription(&["default"], &[]), 0).is_none());
-    }
-
-    /// Fingerprints change with what sidecars use, not with labels or owning pods.
-    #[test]
-    fn fingerprint_ignores_unused_fields() {
-        let catalog = catalog();
-        let web = catalog.get(&key("default", "web")).unwrap().clone();
-        let mut relabelled = web.clone();
-        relabelled.spec.labels = BTreeMap::from([("team".into(), "x".into())]);
-        for e in relabelled.endpoints.values_mut() {
-            e.spec.pod = Some("web-0".into());
-        }
-        assert_eq!(fingerprint(&web), fingerprint(&relabelled));
-        let mut moved = web.clone();
-        moved.spec = ServiceSpec {
-            policy: netting_raft::catalog::ServicePolicy {
-                max_retries: 3,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        assert_ne!(fingerprint(&web), fingerprint(&moved));
-        let mut unready = web;
-        for e in unready.endpoints.values_mut() {
-            e.spec.ready = false;
-        }
-        assert_ne!(
-            fingerprint(&catalog.get(&key("default", "web")).unwrap().clone()),
-            fingerprint(&unready)
-        );
     }
 }
