@@ -17,8 +17,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::error::StorageError;
-use super::state_machine::CatalogSnapshot;
+use super::error::{StorageError, corrupt};
 use super::{NodeIdentity, STORAGE_FORMAT_VERSION};
 use crate::types::{Entry, LogId, SnapshotMeta, Vote};
 
@@ -60,11 +59,28 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// What this layer needs of the state machine's snapshot data, which it stores as bytes: to
+/// check it at open, before anything is written, and the cluster id it carries.
+pub(crate) trait SnapshotData: Sized {
+    /// Decodes snapshot data, checking it is the state `meta` describes.
+    fn decode(path: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<Self, StorageError>;
+    fn cluster_id(&self) -> Option<&str>;
+}
+
 /// What the state machine starts from, as found on disk.
-#[derive(Debug, Default)]
-pub(crate) struct Recovered {
-    pub(crate) snapshot: Option<(SnapshotMeta, CatalogSnapshot)>,
+#[derive(Debug)]
+pub(crate) struct Recovered<S> {
+    pub(crate) snapshot: Option<(SnapshotMeta, S)>,
     pub(crate) cluster_id: Option<String>,
+}
+
+impl<S> Default for Recovered<S> {
+    fn default() -> Self {
+        Self {
+            snapshot: None,
+            cluster_id: None,
+        }
+    }
 }
 
 impl Db {
@@ -126,13 +142,6 @@ pub(crate) fn db_error<E: Into<redb::Error>>(
         path: path.to_owned(),
         operation,
         source: Box::new(e.into()),
-    }
-}
-
-pub(crate) fn corrupt(path: &Path, reason: impl Display) -> StorageError {
-    StorageError::Corrupt {
-        path: path.to_owned(),
-        reason: reason.to_string(),
     }
 }
 
@@ -251,10 +260,10 @@ pub(crate) fn read_snapshot(
 /// Nothing is written unless every check passes, with one exception owed to redb: a file left
 /// by a crash (`kill -9`, power loss) is first recovered by redb itself, which rolls back to its
 /// last committed transaction and so never loses a commit that returned.
-pub(crate) fn open(
+pub(crate) fn open<S: SnapshotData>(
     data_dir: &Path,
     identity: &NodeIdentity,
-) -> Result<(Db, Recovered), StorageError> {
+) -> Result<(Db, Recovered<S>), StorageError> {
     fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
         path: data_dir.to_owned(),
         source,
@@ -269,7 +278,7 @@ pub(crate) fn open(
         Err(e) => return Err(corrupt(&path, e)),
     };
     if existing {
-        preflight(&path, identity)?;
+        preflight::<S>(&path, identity)?;
     }
 
     let mut builder = Builder::new();
@@ -308,7 +317,7 @@ pub(crate) fn open(
 /// A read-only handle does not verify page checksums, so redb may panic on a damaged file; the
 /// panic is caught and reported as corruption, still before anything is written. (This relies on
 /// unwinding, the workspace's panic strategy.)
-fn preflight(path: &Path, identity: &NodeIdentity) -> Result<(), StorageError> {
+fn preflight<S: SnapshotData>(path: &Path, identity: &NodeIdentity) -> Result<(), StorageError> {
     let opened = catch_unwind(|| Builder::new().open_read_only(path));
     let database = match opened {
         Ok(Ok(database)) => database,
@@ -317,7 +326,7 @@ fn preflight(path: &Path, identity: &NodeIdentity) -> Result<(), StorageError> {
         Ok(Err(e)) => return Err(open_error(path, e)),
         Err(panic) => return Err(panicked(path, &*panic)),
     };
-    unwind_guard(path, || inspect(&database, path, identity)).map(|_| ())
+    unwind_guard(path, || inspect::<S>(&database, path, identity)).map(|_| ())
 }
 
 fn open_error(path: &Path, e: DatabaseError) -> StorageError {
@@ -351,11 +360,11 @@ fn unwind_guard<T>(
 
 /// Validates everything stored: format version, identity, every record and log entry, the
 /// snapshot. `None` means the database holds no table yet (never initialised).
-fn inspect(
+fn inspect<S: SnapshotData>(
     database: &impl ReadableDatabase,
     path: &Path,
     identity: &NodeIdentity,
-) -> Result<Option<Recovered>, StorageError> {
+) -> Result<Option<Recovered<S>>, StorageError> {
     inspect_tables(database, path, identity).map_err(|e| match e {
         // At open, a read that fails means the file cannot be used as it is.
         StorageError::Database { source, .. } => corrupt(path, source),
@@ -363,11 +372,11 @@ fn inspect(
     })
 }
 
-fn inspect_tables(
+fn inspect_tables<S: SnapshotData>(
     database: &impl ReadableDatabase,
     path: &Path,
     identity: &NodeIdentity,
-) -> Result<Option<Recovered>, StorageError> {
+) -> Result<Option<Recovered<S>>, StorageError> {
     let operation = "reading the stored state";
     let txn = database.begin_read().map_err(db_error(path, operation))?;
     if txn
@@ -417,7 +426,7 @@ fn inspect_tables(
         .map_err(db_error(path, operation))?;
     let snapshot = match read_snapshot(path, &snapshots)? {
         Some((meta, data)) => {
-            let payload = CatalogSnapshot::decode(path, &meta, &data)?;
+            let payload = S::decode(path, &meta, &data)?;
             Some((meta, payload))
         }
         None => None,
@@ -450,11 +459,14 @@ fn initialise(db: &Db, identity: &NodeIdentity) -> Result<(), StorageError> {
 
 /// The cluster id is mirrored into the meta table when applied; a snapshot installed before a
 /// crash may carry one the table does not have yet.
-fn mirror_cluster_id_from_snapshot(db: &Db, recovered: &Recovered) -> Result<(), StorageError> {
+fn mirror_cluster_id_from_snapshot<S: SnapshotData>(
+    db: &Db,
+    recovered: &Recovered<S>,
+) -> Result<(), StorageError> {
     let Some((_, payload)) = &recovered.snapshot else {
         return Ok(());
     };
-    match payload.catalog.cluster_id() {
+    match payload.cluster_id() {
         Some(id) if recovered.cluster_id.as_deref() != Some(id) => write_cluster_id(db, id),
         _ => Ok(()),
     }

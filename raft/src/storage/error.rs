@@ -1,6 +1,7 @@
 //! Why the Raft storage refused to open or failed an operation.
 
-use std::path::PathBuf;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use thiserror::Error;
@@ -87,5 +88,13 @@ impl StorageError {
         verb: ErrorVerb,
     ) -> openraft::StorageError<NodeId> {
         StorageIOError::new(subject, verb, AnyError::new(&self)).into()
+    }
+}
+
+/// The file at `path` cannot be used as it is.
+pub(crate) fn corrupt(path: &Path, reason: impl Display) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.to_string(),
     }
 }

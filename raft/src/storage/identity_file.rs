@@ -33,10 +33,10 @@ pub(crate) fn check(data_dir: &Path, identity: &NodeIdentity) -> Result<(), Stor
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(super::db::corrupt(&path, e)),
+        Err(e) => return Err(super::error::corrupt(&path, e)),
     };
     let record: IdentityRecord =
-        serde_json::from_slice(&bytes).map_err(|e| super::db::corrupt(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| super::error::corrupt(&path, e))?;
     if record.format_version != STORAGE_FORMAT_VERSION {
         return Err(StorageError::UnsupportedFormat {
             path,
@@ -77,7 +77,8 @@ pub(crate) fn ensure(data_dir: &Path, identity: &NodeIdentity) -> Result<(), Sto
         path: target.clone(),
         source,
     };
-    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| super::db::corrupt(&target, e))?;
+    let bytes =
+        serde_json::to_vec_pretty(&record).map_err(|e| super::error::corrupt(&target, e))?;
     let temporary = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
     let mut file = fs::File::create(&temporary).map_err(io)?;
     file.write_all(&bytes).map_err(io)?;

@@ -29,6 +29,14 @@
 //!
 //! Commits run on tokio's blocking pool so that an fsync never stalls the runtime's workers.
 //!
+//! # Layers
+//!
+//! `db` owns the file: tables, transactions, encoding, and the checks at open; it stores
+//! snapshot data as bytes and knows of it only what its `SnapshotData` trait asks (decode
+//! and check it, the cluster id it carries). `log_store` and `state_machine` are openraft's
+//! two storage traits on top of it; `identity_file` is the copy of the node's identity kept
+//! beside the database; `error` says why any of them refused.
+//!
 //! # Refusing bad data
 //!
 //! The first [`open`] records the node's [`NodeIdentity`] and [`STORAGE_FORMAT_VERSION`].
@@ -55,6 +63,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::StorageError;
 pub use log_store::{LogReader, LogStore};
+use state_machine::CatalogSnapshot;
 pub use state_machine::{CatalogSnapshotBuilder, StateMachineStore};
 
 use crate::types::NodeId;
@@ -79,7 +88,7 @@ pub fn open(
     data_dir: &Path,
     identity: &NodeIdentity,
 ) -> Result<(LogStore, StateMachineStore), StorageError> {
-    let (db, recovered) = db::open(data_dir, identity)?;
+    let (db, recovered) = db::open::<CatalogSnapshot>(data_dir, identity)?;
     let db = Arc::new(db);
     let state_machine = StateMachineStore::new(Arc::clone(&db), recovered);
     Ok((LogStore::new(db), state_machine))

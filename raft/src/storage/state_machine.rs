@@ -10,8 +10,8 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshot
 use redb::Durability;
 use serde::{Deserialize, Serialize};
 
-use super::db::{self, Db, META, Recovered, SNAPSHOT, blocking, db_error, key};
-use super::error::StorageError;
+use super::db::{self, Db, META, Recovered, SNAPSHOT, SnapshotData, blocking, db_error, key};
+use super::error::{StorageError, corrupt};
 use super::journal::AppliedJournal;
 use crate::catalog::requests::{self, RequestTable};
 use crate::catalog::{BatchResponse, Catalog};
@@ -31,19 +31,14 @@ pub(crate) struct CatalogSnapshot {
     pub(crate) last_membership: StoredMembership,
 }
 
-impl CatalogSnapshot {
-    /// Decodes snapshot data and checks it is the state `meta` describes.
-    pub(crate) fn decode(
-        path: &Path,
-        meta: &SnapshotMeta,
-        data: &[u8],
-    ) -> Result<Self, StorageError> {
+impl SnapshotData for CatalogSnapshot {
+    fn decode(path: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<Self, StorageError> {
         let payload: CatalogSnapshot =
             db::decode(path, format_args!("snapshot {}", meta.snapshot_id), data)?;
         if payload.last_applied != meta.last_log_id
             || payload.last_membership != meta.last_membership
         {
-            return Err(db::corrupt(
+            return Err(corrupt(
                 path,
                 format_args!(
                     "snapshot {} holds the state at {:?}, its metadata says {:?}",
@@ -54,6 +49,12 @@ impl CatalogSnapshot {
         Ok(payload)
     }
 
+    fn cluster_id(&self) -> Option<&str> {
+        self.catalog.cluster_id()
+    }
+}
+
+impl CatalogSnapshot {
     fn applied_state(&self) -> AppliedState {
         AppliedState {
             applied_index: self.last_applied.map_or(0, |id| id.index),
@@ -80,7 +81,7 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(db: Arc<Db>, recovered: Recovered) -> Self {
+    pub(crate) fn new(db: Arc<Db>, recovered: Recovered<CatalogSnapshot>) -> Self {
         let (catalog, requests, last_applied, last_membership) = match recovered.snapshot {
             Some((_, payload)) => {
                 let state = payload.applied_state();
