@@ -175,11 +175,11 @@ fn preflight_finds_working_tools() {
 
 #[test]
 fn ip_netns_exec_execs_in_place() {
-    let Some(_tools) = lab_or_skip("ip_netns_exec_execs_in_place") else {
+    let Some(tools) = lab_or_skip("ip_netns_exec_execs_in_place") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let net = Network::create_with_id(id('e'), 1).unwrap();
+    let net = Network::create_with_id(&tools, id('e'), 1).unwrap();
     let mut sleeper = ReplicaProcess::start(
         net.namespace(0),
         "sleep",
@@ -204,11 +204,11 @@ fn ip_netns_exec_execs_in_place() {
 
 #[test]
 fn partition_blocks_across_and_heal_restores() {
-    let Some(_tools) = lab_or_skip("partition_blocks_across_and_heal_restores") else {
+    let Some(tools) = lab_or_skip("partition_blocks_across_and_heal_restores") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let net = Network::create_with_id(id('p'), 3).unwrap();
+    let net = Network::create_with_id(&tools, id('p'), 3).unwrap();
     assert_eq!(net.replicas(), 3);
     let _listeners: Vec<_> = (0..3).map(|i| listen(&net, i, 8080, dir.path())).collect();
     let (a0, a1, a2) = (
@@ -251,11 +251,11 @@ fn partition_blocks_across_and_heal_restores() {
 
 #[test]
 fn one_way_cut_blocks_one_sender_only() {
-    let Some(_tools) = lab_or_skip("one_way_cut_blocks_one_sender_only") else {
+    let Some(tools) = lab_or_skip("one_way_cut_blocks_one_sender_only") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let net = Network::create_with_id(id('o'), 3).unwrap();
+    let net = Network::create_with_id(&tools, id('o'), 3).unwrap();
     let _listener = listen(&net, 1, 8080, dir.path());
     let a1 = net.replica_addr(1);
     eventually("0 -> 1", || connects(&net, 0, a1, 8080, FAIL_TIMEOUT));
@@ -268,11 +268,11 @@ fn one_way_cut_blocks_one_sender_only() {
 
 #[test]
 fn clients_cut_closes_one_port_to_the_host() {
-    let Some(_tools) = lab_or_skip("clients_cut_closes_one_port_to_the_host") else {
+    let Some(tools) = lab_or_skip("clients_cut_closes_one_port_to_the_host") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let net = Network::create_with_id(id('c'), 2).unwrap();
+    let net = Network::create_with_id(&tools, id('c'), 2).unwrap();
     let _grpc = listen(&net, 1, 8080, dir.path());
     let _admin = listen(&net, 1, 8081, dir.path());
     let a1 = net.replica_addr(1);
@@ -354,7 +354,7 @@ fn bridged_traffic_ignores_the_hosts_forward_chain() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let net = Network::create_with_id(id('f'), 2).unwrap();
+    let net = Network::create_with_id(&tools, id('f'), 2).unwrap();
     let _listener = listen(&net, 1, 8080, dir.path());
     let a1 = net.replica_addr(1);
     eventually("0 -> 1", || connects(&net, 0, a1, 8080, FAIL_TIMEOUT));
@@ -393,7 +393,7 @@ fn legacy_iptables_backend_cuts_too() {
         ..tools
     };
     let dir = tempfile::tempdir().unwrap();
-    let net = Network::create_with_tools(&legacy, id('l'), 2).unwrap();
+    let net = Network::create_with_id(&legacy, id('l'), 2).unwrap();
     let _listener = listen(&net, 1, 8080, dir.path());
     let a1 = net.replica_addr(1);
     eventually("0 -> 1", || connects(&net, 0, a1, 8080, FAIL_TIMEOUT));
@@ -416,10 +416,10 @@ fn legacy_iptables_backend_cuts_too() {
 
 #[test]
 fn invalid_cuts_are_refused() {
-    let Some(_tools) = lab_or_skip("invalid_cuts_are_refused") else {
+    let Some(tools) = lab_or_skip("invalid_cuts_are_refused") else {
         return;
     };
-    let net = Network::create_with_id(id('i'), 2).unwrap();
+    let net = Network::create_with_id(&tools, id('i'), 2).unwrap();
     assert!(matches!(
         net.set_cuts(&Cuts::one_way(0, 2)),
         Err(LabError::InvalidCut(_))
@@ -429,12 +429,12 @@ fn invalid_cuts_are_refused() {
 
 #[tokio::test]
 async fn pause_resume_kill_terminate_restart() {
-    let Some(_tools) = lab_or_skip("pause_resume_kill_terminate_restart") else {
+    let Some(tools) = lab_or_skip("pause_resume_kill_terminate_restart") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("replica.log");
-    let net = Network::create_with_id(id('k'), 1).unwrap();
+    let net = Network::create_with_id(&tools, id('k'), 1).unwrap();
     let mut p = ReplicaProcess::start(
         net.namespace(0),
         "sh",
@@ -502,11 +502,11 @@ async fn pause_resume_kill_terminate_restart() {
 
 #[test]
 fn dropping_a_process_kills_it() {
-    let Some(_tools) = lab_or_skip("dropping_a_process_kills_it") else {
+    let Some(tools) = lab_or_skip("dropping_a_process_kills_it") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let net = Network::create_with_id(id('x'), 1).unwrap();
+    let net = Network::create_with_id(&tools, id('x'), 1).unwrap();
     let p = ReplicaProcess::start(
         net.namespace(0),
         "sleep",
@@ -524,12 +524,12 @@ fn dropping_a_process_kills_it() {
 
 #[test]
 fn teardown_removes_everything_and_is_idempotent() {
-    let Some(_tools) = lab_or_skip("teardown_removes_everything_and_is_idempotent") else {
+    let Some(tools) = lab_or_skip("teardown_removes_everything_and_is_idempotent") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let run = id('d');
-    let mut net = Network::create_with_id(run, 2).unwrap();
+    let mut net = Network::create_with_id(&tools, run, 2).unwrap();
     let host_link = net.host_link().to_owned();
     assert!(host_link.len() <= 15);
     let mut names = names_of(run);
@@ -571,7 +571,7 @@ fn teardown_removes_everything_and_is_idempotent() {
 
     // Dropping without teardown removes everything too.
     let run = id('y');
-    let net = Network::create_with_id(run, 1).unwrap();
+    let net = Network::create_with_id(&tools, run, 1).unwrap();
     assert!(!names_of(run).is_empty());
     drop(net);
     assert_eq!(names_of(run), Vec::<String>::new());
@@ -579,12 +579,12 @@ fn teardown_removes_everything_and_is_idempotent() {
 
 #[test]
 fn two_networks_at_once_do_not_clash() {
-    let Some(_tools) = lab_or_skip("two_networks_at_once_do_not_clash") else {
+    let Some(tools) = lab_or_skip("two_networks_at_once_do_not_clash") else {
         return;
     };
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Network::create_with_id(id('a'), 3).unwrap());
-        let b = s.spawn(|| Network::create_with_id(id('b'), 3).unwrap());
+        let a = s.spawn(|| Network::create_with_id(&tools, id('a'), 3).unwrap());
+        let b = s.spawn(|| Network::create_with_id(&tools, id('b'), 3).unwrap());
         (a.join().unwrap(), b.join().unwrap())
     });
     assert_ne!(a.subnet(), b.subnet());
@@ -639,7 +639,7 @@ fn sweep_removes_dead_runs_and_keeps_live_ones() {
     let dead_pid = done.id();
     done.wait().unwrap();
     let dead = RunId::new(dead_pid, None).unwrap();
-    let dead_net = Network::create_with_tools(&tools, dead, 2).unwrap();
+    let dead_net = Network::create_with_id(&tools, dead, 2).unwrap();
     let mut left_behind =
         Reaped::spawn(netns_command(&tools.ip, dead_net.namespace(0), "sleep").arg("1000"));
     // As if the run had been killed with SIGKILL: no teardown.
@@ -648,10 +648,10 @@ fn sweep_removes_dead_runs_and_keeps_live_ones() {
     // A run named after a live process that did not create it (a reused pid): no marker.
     let mut unrelated = Reaped::spawn(Command::new("sleep").arg("1000"));
     let reused = RunId::new(unrelated.0.id(), None).unwrap();
-    std::mem::forget(Network::create_with_tools(&tools, reused, 1).unwrap());
+    std::mem::forget(Network::create_with_id(&tools, reused, 1).unwrap());
 
     // A live run of this process.
-    let live = Network::create_with_id(id('s'), 2).unwrap();
+    let live = Network::create_with_id(&tools, id('s'), 2).unwrap();
     let live_names = names_of(live.id());
     assert_eq!(live_names.len(), 4);
 
@@ -687,13 +687,13 @@ fn sweep_removes_dead_runs_and_keeps_live_ones() {
 
 #[test]
 fn a_failed_create_removes_what_it_made_and_nothing_else() {
-    let Some(_tools) = lab_or_skip("a_failed_create_removes_what_it_made_and_nothing_else") else {
+    let Some(tools) = lab_or_skip("a_failed_create_removes_what_it_made_and_nothing_else") else {
         return;
     };
     let run = id('h');
     // Someone else's namespace where replica 1's will go.
     ip(&["netns", "add", &run.replica_namespace(1)]);
-    let err = Network::create_with_id(run, 3).unwrap_err();
+    let err = Network::create_with_id(&tools, run, 3).unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains(&format!("netns add {}", run.replica_namespace(1))),
@@ -704,8 +704,8 @@ fn a_failed_create_removes_what_it_made_and_nothing_else() {
 
     // A second network under a name in use fails without harming the first.
     let run = id('g');
-    let first = Network::create_with_id(run, 1).unwrap();
-    assert!(Network::create_with_id(run, 1).is_err());
+    let first = Network::create_with_id(&tools, run, 1).unwrap();
+    assert!(Network::create_with_id(&tools, run, 1).is_err());
     assert_eq!(names_of(run).len(), 3);
     drop(first);
     assert_eq!(names_of(run), Vec::<String>::new());

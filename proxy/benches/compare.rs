@@ -221,7 +221,7 @@ fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
     if let Err(error) = netting_chaos::lab::sweep_stale() {
         eprintln!("sweeping stale labs failed: {error}");
     }
-    let network = Network::create(3).context("creating the lab")?;
+    let network = Network::create(&tools, 3).context("creating the lab")?;
     let client_ns = network.namespace(CLIENT_NS).to_owned();
     let backend_ip = network.replica_addr(BACKEND_NS);
     let client_ip = network.replica_addr(CLIENT_NS);

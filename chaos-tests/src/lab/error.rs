@@ -96,7 +96,4 @@ pub enum LabError {
         #[source]
         source: nix::Error,
     },
-    /// The lab's tools were not checked yet and the check failed.
-    #[error("preflight: {0}")]
-    Preflight(#[source] Box<super::preflight::PreflightError>),
 }

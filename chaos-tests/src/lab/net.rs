@@ -20,7 +20,7 @@ use super::cuts::{Cuts, restore_input};
 use super::error::LabError;
 use super::names::{RunId, check_ifname};
 use super::owner::{MarkerHold, lock_subnets};
-use super::preflight::{self, Tools};
+use super::preflight::Tools;
 use super::process::netns_command;
 use super::subnet::{
     Ipv4Net, LAB_RANGE, LabSubnet, choose_subnet, prefixes_in_addr_output, prefixes_in_route_output,
@@ -172,26 +172,15 @@ pub struct Network {
 }
 
 impl Network {
-    /// Creates the network of this process's lab, named `nch<pid>...`, with the
-    /// [current](super::preflight::current) tools.
-    pub fn create(replicas: usize) -> Result<Network, LabError> {
-        Self::create_with_id(RunId::current(), replicas)
+    /// Creates the network of this process's lab, named `nch<pid>...`, driven by `tools` (from
+    /// a [preflight check](super::preflight::check)).
+    pub fn create(tools: &Tools, replicas: usize) -> Result<Network, LabError> {
+        Self::create_with_id(tools, RunId::current(), replicas)
     }
 
-    /// Creates a network named after `id` (tests hold several at once, with different tags)
-    /// with the [current](super::preflight::current) tools.
-    pub fn create_with_id(id: RunId, replicas: usize) -> Result<Network, LabError> {
-        let tools = preflight::current().map_err(|e| LabError::Preflight(Box::new(e)))?;
-        Self::create_with_tools(&tools, id, replicas)
-    }
-
-    /// Creates a network named after `id`, driven by `tools`. On failure everything created
-    /// so far is removed again.
-    pub fn create_with_tools(
-        tools: &Tools,
-        id: RunId,
-        replicas: usize,
-    ) -> Result<Network, LabError> {
+    /// Creates a network named after `id` (tests hold several at once, with different tags),
+    /// driven by `tools`. On failure everything created so far is removed again.
+    pub fn create_with_id(tools: &Tools, id: RunId, replicas: usize) -> Result<Network, LabError> {
         if replicas == 0 || replicas > MAX_REPLICAS {
             return Err(LabError::ReplicaCount {
                 replicas,

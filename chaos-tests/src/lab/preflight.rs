@@ -106,8 +106,8 @@ pub fn check(iptables: Option<&str>) -> Result<Tools, PreflightError> {
 }
 
 /// The tools of this process's last successful [`check`], or, if there was none, those a
-/// check with detection finds now. [`Network::create`](super::net::Network::create) and
-/// [`ReplicaProcess::start`](super::process::ReplicaProcess::start) use these.
+/// check with detection finds now. [`ReplicaProcess::start`](super::process::ReplicaProcess::start)
+/// and the sweep use their `ip`.
 pub fn current() -> Result<Tools, PreflightError> {
     if let Some(tools) = CURRENT
         .lock()

@@ -58,7 +58,8 @@ impl Cluster {
     pub fn start(options: &RunOptions) -> Result<Cluster, RunError> {
         let swept = sweep::sweep_stale().map_err(lab)?;
         info!(?swept, "swept leftovers of earlier runs");
-        let network = Network::create(options.replicas).map_err(lab)?;
+        let tools = preflight::current().map_err(|e| RunError::Preflight(e.to_string()))?;
+        let network = Network::create(&tools, options.replicas).map_err(lab)?;
         let root = options.report_dir.join("replicas");
         let peers = (0..options.replicas)
             .map(|i| format!("{}={}:{GRPC_PORT}", i + 1, network.replica_addr(i)))

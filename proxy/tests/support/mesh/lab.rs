@@ -127,7 +127,7 @@ pub(crate) fn init_args() -> Vec<String> {
 /// The network namespaces and tools of a lab test, or `None` (after saying why) when the test
 /// cannot run here. Sweeps labs that killed test processes left behind, once per process.
 pub(crate) fn network(test: &str, tag: char, namespaces: usize) -> Option<Network> {
-    preflight::tools_or_skip(test)?;
+    let tools = preflight::tools_or_skip(test)?;
     static SWEEP: Once = Once::new();
     SWEEP.call_once(|| {
         if let Err(error) = netting_chaos::lab::sweep_stale() {
@@ -135,7 +135,7 @@ pub(crate) fn network(test: &str, tag: char, namespaces: usize) -> Option<Networ
         }
     });
     let id = RunId::new(std::process::id(), Some(tag)).expect("a lowercase tag");
-    Some(Network::create_with_id(id, namespaces).expect("creating the lab network"))
+    Some(Network::create_with_id(&tools, id, namespaces).expect("creating the lab network"))
 }
 
 /// The running mesh of one test. Field order is teardown order.
