@@ -38,6 +38,8 @@ pub struct SidecarSession {
     pusher_closed: Recipient<SessionClosed>,
     max_age: Duration,
     applied_times: AppliedTimes,
+    /// Every event this session logs is in this span: which stream, which pod.
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for SidecarSession {
@@ -67,7 +69,14 @@ pub struct SessionStart {
 
 impl SidecarSession {
     pub fn new(start: SessionStart) -> Self {
+        let span = tracing::info_span!(
+            "sidecar_session",
+            session = start.id,
+            pod = %start.identity.pod,
+            namespace = %start.identity.namespace,
+        );
         Self {
+            span,
             id: start.id,
             identity: start.identity,
             state: SessionState::new(
@@ -102,6 +111,8 @@ impl SidecarSession {
     }
 
     fn carry_out(&mut self, action: Action, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _in_session = span.enter();
         match action {
             Action::Nothing => {}
             Action::Deferred { replaced } => {
@@ -137,7 +148,7 @@ impl SidecarSession {
             Action::Close(reason) => {
                 metrics::counter!("netting_sessions_closed_total", "reason" => reason.as_str())
                     .increment(1);
-                tracing::debug!(session = self.id, pod = %self.identity.pod, reason = reason.as_str(), "session closed");
+                tracing::debug!(reason = reason.as_str(), "session closed");
                 if reason.tells_the_sidecar() {
                     let _ = self.outbound.try_send(Box::new(Outgoing::Close(reason)));
                 }
@@ -228,10 +239,8 @@ impl Handler<SidecarNack> for SidecarSession {
         });
         if self.state.nacks() != nacks_before {
             metrics::counter!("netting_config_nacks_total").increment(1);
+            let _in_session = self.span.enter();
             tracing::warn!(
-                session = self.id,
-                pod = %self.identity.pod,
-                namespace = %self.identity.namespace,
                 version = msg.version,
                 error = %msg.error,
                 "sidecar refused an update; it keeps its last good configuration"

@@ -7,6 +7,7 @@ use netting_proto::catalog::v1::catalog_server::Catalog;
 use netting_raft::catalog::{CatalogCommand, InvalidField};
 use prost::Message;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::convert;
 use super::request_ids::IdentifiedWrite;
@@ -48,63 +49,73 @@ impl CatalogService {
                 id
             }
         };
+        let span = tracing::debug_span!(
+            "catalog_write",
+            request = %request_id,
+            command = command.kind(),
+            forwarded = already_forwarded,
+        );
         let deadline = self.replica.leader_deadline();
-        loop {
-            match self.replica.route(deadline).await? {
-                Route::Local => {
-                    let answer = self
-                        .replica
-                        .writer
-                        .send(Propose::request(request_id.clone(), command.clone()))
-                        .await
-                        .map_err(|_| Status::unavailable("the replica is shutting down"))?;
-                    match answer {
-                        Ok(done) => {
-                            if done.duplicate {
-                                metrics::counter!("netting_catalog_duplicate_requests_total")
-                                    .increment(1);
-                                tracing::debug!(request = %request_id, version = done.version,
-                                    "answered a repeated request from the record");
+        async {
+            loop {
+                match self.replica.route(deadline).await? {
+                    Route::Local => {
+                        let answer = self
+                            .replica
+                            .writer
+                            .send(Propose::request(request_id.clone(), command.clone()))
+                            .await
+                            .map_err(|_| Status::unavailable("the replica is shutting down"))?;
+                        match answer {
+                            Ok(done) => {
+                                if done.duplicate {
+                                    metrics::counter!("netting_catalog_duplicate_requests_total")
+                                        .increment(1);
+                                    tracing::debug!(version = done.version,
+                                        "answered a repeated request from the record");
+                                }
+                                return Ok(Response::new(pb::WriteResponse {
+                                    version: done.version,
+                                    leader_id: done.leader_id,
+                                    duplicate: done.duplicate,
+                                }));
                             }
-                            return Ok(Response::new(pb::WriteResponse {
-                                version: done.version,
-                                leader_id: done.leader_id,
-                                duplicate: done.duplicate,
-                            }));
+                            Err(crate::actors::catalog_writer::ProposeError::NotLeader { .. })
+                                if tokio::time::Instant::now() < deadline =>
+                            {
+                                self.replica
+                                    .wait_leader_change(Some(self.replica.node_id), deadline)
+                                    .await;
+                            }
+                            Err(err) => return Err(routing::propose_status(err)),
                         }
-                        Err(crate::actors::catalog_writer::ProposeError::NotLeader { .. })
-                            if tokio::time::Instant::now() < deadline =>
-                        {
-                            self.replica
-                                .wait_leader_change(Some(self.replica.node_id), deadline)
-                                .await;
-                        }
-                        Err(err) => return Err(routing::propose_status(err)),
                     }
-                }
-                Route::Forward { leader, .. } if already_forwarded => {
-                    return Err(Status::unavailable(format!(
-                        "this replica is no longer the leader (leader: {leader}); retry"
-                    )));
-                }
-                Route::Forward { leader, channel } => {
-                    metrics::counter!("netting_catalog_forwarded_total").increment(1);
-                    let client = CatalogClient::new(channel);
-                    match forward(client, routing::forwarded(body.clone())).await {
-                        Err(status)
-                            if netting_proto::retry::is_transient(&status)
-                                && tokio::time::Instant::now() < deadline =>
-                        {
-                            tracing::debug!(leader, %status, "forwarding failed; waiting for a leader");
-                            self.replica
-                                .wait_leader_change(Some(leader), deadline)
-                                .await;
+                    Route::Forward { leader, .. } if already_forwarded => {
+                        return Err(Status::unavailable(format!(
+                            "this replica is no longer the leader (leader: {leader}); retry"
+                        )));
+                    }
+                    Route::Forward { leader, channel } => {
+                        metrics::counter!("netting_catalog_forwarded_total").increment(1);
+                        let client = CatalogClient::new(channel);
+                        match forward(client, routing::forwarded(body.clone())).await {
+                            Err(status)
+                                if netting_proto::retry::is_transient(&status)
+                                    && tokio::time::Instant::now() < deadline =>
+                            {
+                                tracing::debug!(leader, %status, "forwarding failed; waiting for a leader");
+                                self.replica
+                                    .wait_leader_change(Some(leader), deadline)
+                                    .await;
+                            }
+                            other => return other.map_err(routing::forwarding_failure),
                         }
-                        other => return other.map_err(routing::forwarding_failure),
                     }
                 }
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// Where a read is served: `None` here (a local read, or a linearizable one this replica

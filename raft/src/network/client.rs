@@ -116,6 +116,7 @@ type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    #[tracing::instrument(level = "debug", skip_all, fields(target_node = self.target, entries = rpc.entries.len()))]
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -137,6 +138,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.finish(timer, result, entries)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(target_node = self.target, snapshot = %rpc.meta.snapshot_id))]
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
@@ -157,6 +159,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.finish(timer, result, 0)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(target_node = self.target, term = rpc.vote.leader_id.term))]
     async fn vote(
         &mut self,
         rpc: VoteRequest<NodeId>,

@@ -164,9 +164,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let started = Instant::now();
         let mut responses = Vec::new();
         {
+            let span = tracing::debug_span!("apply", last_index = tracing::field::Empty);
+            let _applying = span.enter();
             let mut catalog = self.catalog.write_guard();
             for entry in entries {
                 let index = entry.log_id.index;
+                span.record("last_index", index);
                 let results = match entry.payload {
                     EntryPayload::Blank => Vec::new(),
                     EntryPayload::Normal(batch) => {
@@ -218,6 +221,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(snapshot = %meta.snapshot_id))]
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
@@ -323,6 +327,7 @@ pub struct CatalogSnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for CatalogSnapshotBuilder {
+    #[tracing::instrument(level = "info", skip_all, fields(last_applied = ?self.payload.last_applied))]
     async fn build_snapshot(&mut self) -> RaftResult<Snapshot> {
         let meta = SnapshotMeta {
             last_log_id: self.payload.last_applied,
