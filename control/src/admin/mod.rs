@@ -17,7 +17,7 @@
 
 mod debug;
 mod grpc_metrics;
-mod probe;
+pub(crate) mod probe;
 mod raft_metrics;
 mod readiness;
 mod recorder;

@@ -269,3 +269,6 @@ impl Catalog for CatalogService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,7 @@ use netting_raft::types::RaftMetrics;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tonic::{Request, Response, Status};
 
+use super::consensus::MembershipError;
 use super::routing::{self, Replica, Route};
 
 /// The cluster service of one replica.
@@ -79,7 +80,7 @@ impl ClusterService {
         if !is_voter {
             tracing::info!(node = req.node_id, address = %req.address, "adding replica as learner");
             // Blocking: returns once the learner has caught up with the log.
-            raft.add_learner(req.node_id, node, true)
+            raft.add_learner(req.node_id, node)
                 .await
                 .map_err(membership_status)?;
             tracing::info!(node = req.node_id, "promoting caught-up learner to voter");
@@ -200,14 +201,12 @@ async fn healthy_voters(
         .collect()
 }
 
-fn membership_status<E: std::fmt::Display>(err: E) -> Status {
-    let text = err.to_string();
-    if text.contains("in progress") || text.contains("InProgress") {
-        Status::unavailable(format!("another membership change is in progress: {text}"))
-    } else if text.contains("forward") || text.contains("ForwardToLeader") {
-        Status::unavailable(format!("leadership changed: {text}"))
-    } else {
-        Status::failed_precondition(text)
+fn membership_status(err: MembershipError) -> Status {
+    match err {
+        MembershipError::InProgress(_) | MembershipError::NotLeader(_) => {
+            Status::unavailable(err.to_string())
+        }
+        MembershipError::Refused(_) => Status::failed_precondition(err.to_string()),
     }
 }
 
@@ -230,7 +229,7 @@ impl Cluster for ClusterService {
         let replica = &self.replica;
         let committed = replica
             .raft
-            .with_raft_state(|s| s.committed.map(|c| c.index))
+            .committed_index()
             .await
             .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
         let metrics = replica.raft.metrics().borrow().clone();

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod consensus;
 pub mod convert;
 pub mod discovery;
 pub mod discovery_convert;

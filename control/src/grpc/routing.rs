@@ -11,19 +11,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::Recipient;
 use netting_proto::catalog::v1 as pb;
 use netting_proto::catalog::v1::cluster_client::ClusterClient;
 use netting_proto::retry::FailureKind;
 use netting_raft::catalog::ApplyError;
 use netting_raft::network::PeerChannels;
-use netting_raft::{CatalogHandle, NodeId, Raft};
+use netting_raft::{CatalogHandle, NodeId};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use super::consensus::Consensus;
 use super::request_ids::RequestIds;
-use crate::actors::catalog_writer::{CatalogWriter, ProposeError};
+use crate::actors::catalog_writer::{Propose, ProposeError};
 
 /// Metadata key marking a request a follower forwarded to the leader.
 pub const FORWARDED_HEADER: &str = "netting-forwarded";
@@ -35,9 +36,10 @@ pub struct Replica {
     pub cluster_name: String,
     pub advertise: String,
     pub admin_advertise: String,
-    pub raft: Raft,
+    pub raft: Arc<dyn Consensus>,
     pub catalog: CatalogHandle,
-    pub writer: Addr<CatalogWriter>,
+    /// The leader's catalog writer (on a follower it answers `NotLeader`).
+    pub writer: Recipient<Propose>,
     pub channels: Arc<PeerChannels>,
     /// Ids for writes that arrive without one.
     pub request_ids: Arc<RequestIds>,
@@ -78,20 +80,13 @@ impl Replica {
     /// little, so reads also wait for every entry it had at startup: found by the chaos lab as
     /// reads that missed a write acknowledged just before a `kill -9` of the leader.
     pub async fn ensure_linearizable(&self) -> Result<(), String> {
-        let read_log_id = self
-            .raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| e.to_string())?;
-        let read_index = read_log_id.map_or(0, |id| id.index);
+        let read_index = self.raft.ensure_linearizable().await?.unwrap_or(0);
         if read_index >= self.startup_log_index {
             return Ok(());
         }
         self.raft
-            .wait(Some(self.leader_wait))
-            .applied_index_at_least(Some(self.startup_log_index), "read after a restart")
+            .wait_applied(self.startup_log_index, self.leader_wait)
             .await
-            .map(drop)
             .map_err(|e| format!("the log this replica had at startup is not applied yet: {e}"))
     }
 
