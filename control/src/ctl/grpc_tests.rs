@@ -336,16 +336,8 @@ async fn serve(replica: &Arc<FakeReplica>) -> String {
 }
 
 /// An address where nothing listens: bound once for a free port, then released.
-/// An address that refuses connections: a port bound but never listened on, held until the
-/// test process ends so that no later bind (another call, another test) is given it. (Binding
-/// a listener and dropping it could hand the same port out twice.)
 fn refused() -> String {
-    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = socket.local_addr().unwrap().to_string();
-    HELD.lock().unwrap().push(socket);
-    addr
+    crate::grpc::test_replica::refused_addr()
 }
 
 struct FakeEnv(HashMap<String, String>);

@@ -332,20 +332,4 @@ impl Cluster for ClusterService {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
-        ids.iter().copied().collect()
-    }
-
-    /// Removal needs a healthy majority of the voters that remain.
-    #[test]
-    fn removal_quorum() {
-        assert!(check_removal_keeps_quorum(&set(&[0, 1]), &set(&[0, 1])).is_ok());
-        assert!(check_removal_keeps_quorum(&set(&[0, 1]), &set(&[0])).is_err());
-        assert!(check_removal_keeps_quorum(&set(&[0, 1, 2, 3]), &set(&[0, 1, 2])).is_ok());
-        assert!(check_removal_keeps_quorum(&set(&[0, 1, 2, 3]), &set(&[0, 1, 9])).is_err());
-        assert!(check_removal_keeps_quorum(&set(&[]), &set(&[0])).is_err());
-    }
-}
+mod tests;

@@ -9,6 +9,8 @@ pub mod discovery;
 pub mod discovery_convert;
 pub mod request_ids;
 pub mod routing;
+#[cfg(test)]
+pub(crate) mod test_replica;
 
 pub use routing::Replica;
 

@@ -3,121 +3,40 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use actix::{Actor, Context, Handler};
 use netting_proto::catalog::v1::catalog_server::CatalogServer;
-use netting_raft::CatalogHandle;
-use netting_raft::catalog::{Applied, ApplyError, RequestId, ServiceKey, Source};
-use netting_raft::network::PeerChannels;
-use netting_raft::types::{RaftMetrics, StoredMembership};
-use openraft::{BasicNode, Membership, ServerState};
+use netting_raft::catalog::{ApplyError, RequestId, ServiceKey, Source};
+use netting_raft::types::RaftMetrics;
 use tonic::Code;
 
 use super::*;
 use crate::actors::catalog_writer::{ProposeError, Proposed};
 use crate::grpc::consensus::fake::ScriptedConsensus;
-use crate::grpc::request_ids::RequestIds;
+use crate::grpc::test_replica::{Proposals, done, metrics, scripted_replica};
 
-/// Every proposal a scripted writer received, in order.
-type Proposals = Arc<Mutex<Vec<(Option<RequestId>, CatalogCommand)>>>;
-
-/// A catalog writer that records what it is asked and answers from a script (then success
-/// at version 7).
-#[derive(Default)]
-struct ScriptedWriter {
-    proposed: Proposals,
-    answers: VecDeque<Result<Proposed, ProposeError>>,
+fn leader(answers: Vec<Result<Proposed, ProposeError>>) -> Fixture {
+    fixture(
+        1,
+        metrics(1, Some(1), ["127.0.0.1:1", "127.0.0.1:2"]),
+        answers,
+    )
 }
 
-impl Actor for ScriptedWriter {
-    type Context = Context<Self>;
-}
-
-impl Handler<Propose> for ScriptedWriter {
-    type Result = Result<Proposed, ProposeError>;
-
-    fn handle(&mut self, msg: Propose, _: &mut Self::Context) -> Self::Result {
-        self.proposed
-            .lock()
-            .unwrap()
-            .push((msg.request, msg.command));
-        self.answers.pop_front().unwrap_or(Ok(done(7, false)))
-    }
-}
-
-fn done(version: u64, duplicate: bool) -> Proposed {
-    Proposed {
-        applied: Applied { changed: true },
-        version,
-        log_index: version,
-        leader_id: 1,
-        duplicate,
-    }
-}
-
-/// Node `id` of voters 1 and 2 at the given addresses, knowing `leader`.
-fn metrics(id: u64, leader: Option<u64>, addrs: [&str; 2]) -> RaftMetrics {
-    let nodes: BTreeMap<u64, BasicNode> = [(1, addrs[0]), (2, addrs[1])]
-        .into_iter()
-        .map(|(id, addr)| (id, BasicNode::new(addr)))
-        .collect();
-    let mut m = RaftMetrics::new_initial(id);
-    m.state = if leader == Some(id) {
-        ServerState::Leader
-    } else {
-        ServerState::Follower
-    };
-    m.current_leader = leader;
-    m.membership_config = Arc::new(StoredMembership::new(
-        None,
-        Membership::new(vec![BTreeSet::from([1, 2])], nodes),
-    ));
-    m
-}
-
+/// The catalog service of a scripted replica.
 struct Fixture {
     service: CatalogService,
     consensus: Arc<ScriptedConsensus>,
     proposed: Proposals,
 }
 
-fn replica(id: u64, metrics: RaftMetrics, answers: Vec<Result<Proposed, ProposeError>>) -> Fixture {
-    let writer = ScriptedWriter {
-        answers: answers.into(),
-        ..Default::default()
-    };
-    let proposed = writer.proposed.clone();
-    let consensus = Arc::new(ScriptedConsensus::new(metrics));
-    let replica = Replica {
-        node_id: id,
-        cluster_name: "test".into(),
-        advertise: format!("127.0.0.1:{id}"),
-        admin_advertise: String::new(),
-        raft: consensus.clone(),
-        catalog: CatalogHandle::default(),
-        writer: writer.start().recipient(),
-        channels: Arc::new(PeerChannels::default()),
-        request_ids: Arc::new(RequestIds::new(id)),
-        leader_wait: Duration::from_millis(300),
-        max_request_bytes: 1024,
-        startup_log_index: 0,
-    };
+fn fixture(id: u64, metrics: RaftMetrics, answers: Vec<Result<Proposed, ProposeError>>) -> Fixture {
+    let scripted = scripted_replica(id, metrics, answers);
     Fixture {
-        service: CatalogService::new(replica),
-        consensus,
-        proposed,
+        service: CatalogService::new(scripted.replica),
+        consensus: scripted.consensus,
+        proposed: scripted.proposed,
     }
-}
-
-fn leader(answers: Vec<Result<Proposed, ProposeError>>) -> Fixture {
-    replica(
-        1,
-        metrics(1, Some(1), ["127.0.0.1:1", "127.0.0.1:2"]),
-        answers,
-    )
 }
 
 fn register(id: Option<(&str, u64)>) -> pb::RegisterRequest {
@@ -282,7 +201,7 @@ async fn leadership_lost_without_a_successor_is_unavailable() {
 /// being proposed.
 #[actix::test]
 async fn no_leader_is_unavailable_and_proposes_nothing() {
-    let fixture = replica(
+    let fixture = fixture(
         1,
         metrics(1, None, ["127.0.0.1:1", "127.0.0.1:2"]),
         Vec::new(),
@@ -304,7 +223,7 @@ async fn no_leader_is_unavailable_and_proposes_nothing() {
 /// leader any more answers UNAVAILABLE, so a request cannot loop between replicas.
 #[actix::test]
 async fn a_forwarded_write_is_not_forwarded_again() {
-    let fixture = replica(
+    let fixture = fixture(
         1,
         metrics(1, Some(2), ["127.0.0.1:1", "127.0.0.1:2"]),
         Vec::new(),
@@ -329,13 +248,13 @@ async fn a_follower_forwards_to_the_leader_under_one_request_id() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let leader_addr = listener.local_addr().unwrap().to_string();
     let addrs = ["127.0.0.1:9", leader_addr.as_str()];
-    let leader = replica(2, metrics(2, Some(2), addrs), vec![Ok(done(11, false))]);
+    let leader = fixture(2, metrics(2, Some(2), addrs), vec![Ok(done(11, false))]);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(CatalogServer::new(leader.service.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let follower = replica(1, metrics(1, Some(2), addrs), Vec::new());
+    let follower = fixture(1, metrics(1, Some(2), addrs), Vec::new());
 
     let answer = follower
         .service
@@ -389,7 +308,7 @@ async fn a_linearizable_read_needs_a_confirmed_leader() {
 /// A write that arrives during an election waits for the leader and is then proposed.
 #[actix::test]
 async fn a_write_waits_for_a_leader_to_be_elected() {
-    let fixture = replica(
+    let fixture = fixture(
         1,
         metrics(1, None, ["127.0.0.1:1", "127.0.0.1:2"]),
         Vec::new(),

@@ -17,6 +17,8 @@ pub(crate) struct ScriptedConsensus {
     /// What `ensure_linearizable` answers.
     pub(crate) read_index: Mutex<Result<Option<u64>, String>>,
     pub(crate) membership_changes: Mutex<Vec<String>>,
+    /// When set, every membership change is refused with it (and not recorded).
+    pub(crate) membership_refusal: Mutex<Option<MembershipError>>,
 }
 
 impl ScriptedConsensus {
@@ -25,6 +27,17 @@ impl ScriptedConsensus {
             metrics: watch::Sender::new(metrics),
             read_index: Mutex::new(Ok(None)),
             membership_changes: Mutex::new(Vec::new()),
+            membership_refusal: Mutex::new(None),
+        }
+    }
+
+    fn record(&self, change: String) -> Result<(), MembershipError> {
+        match locked(&self.membership_refusal).clone() {
+            Some(refusal) => Err(refusal),
+            None => {
+                locked(&self.membership_changes).push(change);
+                Ok(())
+            }
         }
     }
 
@@ -73,8 +86,8 @@ impl Consensus for ScriptedConsensus {
         id: NodeId,
         node: BasicNode,
     ) -> ConsensusFuture<'_, Result<(), MembershipError>> {
-        locked(&self.membership_changes).push(format!("add learner {id} at {}", node.addr));
-        Box::pin(async { Ok(()) })
+        let result = self.record(format!("add learner {id} at {}", node.addr));
+        Box::pin(async move { result })
     }
 
     fn change_membership(
@@ -82,7 +95,7 @@ impl Consensus for ScriptedConsensus {
         change: ChangeMembers<NodeId, BasicNode>,
         retain: bool,
     ) -> ConsensusFuture<'_, Result<(), MembershipError>> {
-        locked(&self.membership_changes).push(format!("{change:?} retain={retain}"));
-        Box::pin(async { Ok(()) })
+        let result = self.record(format!("{change:?} retain={retain}"));
+        Box::pin(async move { result })
     }
 }
