@@ -11,7 +11,8 @@ use tracing::Instrument;
 use crate::metrics::{self, Direction};
 
 use super::detect::{Detected, detect};
-use super::http::{self, HttpConn};
+use super::http;
+use super::http_conn::HttpConn;
 use super::io::ClientIo;
 use super::lifecycle::Tracker;
 use super::original_dst::{OriginalDestination, canonical};

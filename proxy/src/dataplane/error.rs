@@ -10,6 +10,7 @@ use http::{Response, StatusCode};
 use thiserror::Error;
 
 use super::body::ProxyBody;
+use crate::metrics::{self, Direction};
 
 /// A failure on the way to an upstream response.
 #[derive(Debug, Error)]
@@ -37,6 +38,13 @@ pub(crate) enum ProxyError {
 }
 
 impl ProxyError {
+    /// Counts the error and turns it into the client's answer.
+    pub(crate) fn answer(self, direction: Direction) -> Response<ProxyBody> {
+        metrics::proxy_error(direction, self.kind());
+        tracing::debug!(error = %self, "request failed");
+        self.response()
+    }
+
     pub(crate) fn upstream(endpoint: SocketAddr, source: hyper::Error) -> ProxyError {
         ProxyError::Upstream { endpoint, source }
     }

@@ -7,7 +7,6 @@
 //! HTTP/1 connections finish the request in progress and close (`Connection: close`), HTTP/2
 //! connections send GOAWAY and finish their open streams.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::server::conn::{http1, http2};
@@ -15,47 +14,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::metrics::{self, ConnectionGuard, Direction};
+use crate::metrics;
 
-use super::Shared;
 use super::forward;
+use super::http_conn::HttpConn;
 use super::io::ClientIo;
-use super::lifecycle::Tracker;
 use super::pool::HttpVersion;
-
-/// What every request of one client connection shares.
-#[derive(Debug)]
-pub(crate) struct HttpConn {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) direction: Direction,
-    /// The connection's original destination.
-    pub(crate) destination: SocketAddr,
-    pub(crate) version: HttpVersion,
-    /// Kept while any request or tunnel of the connection lives: draining waits for them, and
-    /// the connection stays counted as open.
-    _tracker: Tracker,
-    _open: ConnectionGuard,
-}
-
-impl HttpConn {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        direction: Direction,
-        destination: SocketAddr,
-        version: HttpVersion,
-        tracker: Tracker,
-        open: ConnectionGuard,
-    ) -> HttpConn {
-        HttpConn {
-            shared,
-            direction,
-            destination,
-            version,
-            _tracker: tracker,
-            _open: open,
-        }
-    }
-}
 
 /// Serves the connection until the client closes it, or draining has let it finish.
 pub(crate) async fn serve(conn: HttpConn, io: ClientIo<TcpStream>) {

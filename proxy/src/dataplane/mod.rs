@@ -17,7 +17,9 @@
 //!    ([`Routes::lookup`]), balanced over its ready endpoints with power of two choices
 //!    ([`Balancer`]) and governed by its policy; a destination outside the catalog passes
 //!    through to itself. Inbound, the application on the pod's loopback, same port.
-//! 4. **Proxy**. HTTP per request (`http`, `forward`): each request is balanced on its own
+//! 4. **Proxy**. HTTP per request (`http` serves the connection, `http_conn` is what its
+//!    requests share, `forward` handles one request, `request_target` writes its target in
+//!    the upstream's form): each request is balanced on its own
 //!    over one shared connection pool (`pool`), bounded by the request timeout, retried when
 //!    that is safe and the retry budget allows (`retry`), and answered 502/503/504 by the
 //!    proxy when no response can be had (`error`). HTTP/1 upgrades become TCP tunnels
@@ -37,10 +39,12 @@ mod error;
 mod forward;
 mod headers;
 mod http;
+mod http_conn;
 mod io;
 mod lifecycle;
 mod original_dst;
 mod pool;
+mod request_target;
 mod retry;
 mod target;
 mod tcp;

@@ -16,9 +16,9 @@ use hyper_util::rt::TokioIo;
 use super::body::ProxyBody;
 use super::connect::connect;
 use super::error::ProxyError;
-use super::forward::{fail, origin_form};
 use super::headers::{connection_has, strip_hop_by_hop};
-use super::http::HttpConn;
+use super::http_conn::HttpConn;
+use super::request_target::origin_form;
 use super::target::Target;
 
 /// Whether `request` asks to leave HTTP on this connection.
@@ -35,8 +35,8 @@ pub(crate) async fn tunnel(
     let timeout = target.request_timeout(&conn.shared.plane.settings);
     match tokio::time::timeout(timeout, open(conn, target, request)).await {
         Ok(Ok(response)) => response,
-        Ok(Err(error)) => fail(conn.direction, error),
-        Err(_elapsed) => fail(conn.direction, ProxyError::Timeout),
+        Ok(Err(error)) => error.answer(conn.direction),
+        Err(_elapsed) => ProxyError::Timeout.answer(conn.direction),
     }
 }
 
