@@ -24,6 +24,7 @@ mod recorder;
 mod routes;
 mod server;
 mod sessions;
+mod state;
 
 #[cfg(test)]
 mod tests;
@@ -34,5 +35,6 @@ pub use probe::{CommittedIndexFuture, RaftProbe};
 pub use raft_metrics::{CatalogCounts, RaftMetricsExporter, export_raft_metrics};
 pub use readiness::{DEFAULT_MAX_APPLY_LAG, NotReady, ReadinessPolicy, readiness};
 pub use recorder::{LATENCY_BUCKETS, describe_metrics, install_recorder, prometheus_builder};
-pub use server::{AdminState, serve};
+pub use server::serve;
 pub use sessions::{SessionDebugView, SessionsDebugView, sessions_view};
+pub use state::AdminState;

@@ -11,8 +11,8 @@ use tokio::time::timeout;
 
 use super::debug::debug_view;
 use super::readiness::{NotReady, readiness};
-use super::server::AdminState;
 use super::sessions::sessions_view;
+use super::state::AdminState;
 use crate::actors::session_messages::ListSessions;
 
 /// How long `/readyz` and `/debug/raft` wait for the Raft core's commit index. A core that

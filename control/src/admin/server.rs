@@ -2,26 +2,20 @@
 //! keeps the Prometheus recorder tidy, and drains on shutdown.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Recipient;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics_exporter_prometheus::PrometheusHandle;
-use netting_raft::CatalogHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 
-use super::probe::RaftProbe;
-use super::readiness::ReadinessPolicy;
 use super::routes::route;
-use crate::actors::session_messages::ListSessions;
+use super::state::AdminState;
 
 /// Connections served at once; further ones wait in the listen backlog. Scrapers and probes
 /// need a handful, and a bound keeps a misbehaving client from exhausting file descriptors.
@@ -40,72 +34,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// Everything the admin endpoints read. Cheap to clone.
-#[derive(Clone)]
-pub struct AdminState {
-    raft: Arc<dyn RaftProbe>,
-    catalog: CatalogHandle,
-    prometheus: PrometheusHandle,
-    readiness: ReadinessPolicy,
-    sessions: Option<Recipient<ListSessions>>,
-}
-
-impl AdminState {
-    /// State for a replica's Raft node (`netting_raft::Raft` is a [`RaftProbe`]), its catalog
-    /// and the handle returned by [`install_recorder`](super::install_recorder).
-    pub fn new(raft: impl RaftProbe, catalog: CatalogHandle, prometheus: PrometheusHandle) -> Self {
-        Self {
-            raft: Arc::new(raft),
-            catalog,
-            prometheus,
-            readiness: ReadinessPolicy::default(),
-            sessions: None,
-        }
-    }
-
-    /// Serves `/debug/sessions` from `sessions` (the replica's config pusher); without it that
-    /// path answers 404, as on a server that has no discovery service.
-    pub fn with_sessions(mut self, sessions: Recipient<ListSessions>) -> Self {
-        self.sessions = Some(sessions);
-        self
-    }
-
-    /// Replaces the default readiness policy.
-    pub fn with_readiness_policy(mut self, policy: ReadinessPolicy) -> Self {
-        self.readiness = policy;
-        self
-    }
-
-    pub(crate) fn raft(&self) -> &dyn RaftProbe {
-        &*self.raft
-    }
-
-    pub(crate) fn catalog(&self) -> &CatalogHandle {
-        &self.catalog
-    }
-
-    pub(crate) fn prometheus(&self) -> &PrometheusHandle {
-        &self.prometheus
-    }
-
-    pub(crate) fn readiness_policy(&self) -> &ReadinessPolicy {
-        &self.readiness
-    }
-
-    pub(crate) fn sessions(&self) -> Option<&Recipient<ListSessions>> {
-        self.sessions.as_ref()
-    }
-}
-
-impl fmt::Debug for AdminState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminState")
-            .field("readiness", &self.readiness)
-            .field("sessions", &self.sessions.is_some())
-            .finish_non_exhaustive()
-    }
-}
 
 /// Completes once the server asks connections to stop, or is gone.
 async fn stop_requested(stop: &mut watch::Receiver<bool>) {
@@ -138,7 +66,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Futu
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            _ = upkeep.tick() => state.prometheus.run_upkeep(),
+            _ = upkeep.tick() => state.prometheus().run_upkeep(),
             (slot, accepted) = next => {
                 // The semaphore is never closed, so acquiring cannot fail.
                 let Ok(slot) = slot else { continue };

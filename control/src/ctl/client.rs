@@ -14,8 +14,6 @@
 //! [`Client::take_notes`]). When no replica confirms such a write, the error says that its
 //! outcome is unknown instead of calling it failed.
 
-use std::error::Error as _;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -31,82 +29,13 @@ use netting_proto::discovery::v1::discovery_admin_client::DiscoveryAdminClient;
 use netting_proto::discovery::v1::{
     ListSessionsRequest, ListSessionsResponse, SidecarConfigRequest, SidecarConfigResponse,
 };
-use netting_proto::retry::{self, FailureKind};
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
-use super::error::{CtlError, StatusText, error_chain};
+use super::call_error::error_chain;
+pub use super::call_error::{CallError, Failure};
+use super::error::CtlError;
 use super::target::Target;
-
-/// Why one replica gave no usable answer.
-#[derive(Debug)]
-pub enum CallError {
-    /// The address could not be dialled at all (e.g. a bad address reported by the cluster).
-    InvalidAddress(String),
-    /// No connection could be made: refused, unreachable, name not resolved.
-    Connect(String),
-    /// Nothing came back within the timeout (connecting included).
-    TimedOut(Duration),
-    /// The replica answered with a gRPC error status.
-    Status(Status),
-}
-
-impl CallError {
-    /// Whether another replica could answer where this one did not.
-    ///
-    /// Connection failures (refused, reset, closed mid-call), timeouts, and the statuses
-    /// [`retry::is_transient`] accepts: UNAVAILABLE covers a replica that is shutting down or
-    /// has no leader to forward to, DEADLINE_EXCEEDED one that is too slow.
-    pub fn tries_next(&self) -> bool {
-        match self {
-            CallError::InvalidAddress(_) | CallError::Connect(_) | CallError::TimedOut(_) => true,
-            CallError::Status(status) => retry::is_transient(status),
-        }
-    }
-
-    /// Whether the request may have taken effect on this replica although it gave no answer:
-    /// a connection that broke after the request was sent, a timeout, or a status that leaves
-    /// the outcome open (see [`FailureKind::outcome_unknown`]).
-    pub fn outcome_unknown(&self) -> bool {
-        match self {
-            CallError::InvalidAddress(_) | CallError::Connect(_) => false,
-            CallError::TimedOut(_) => true,
-            CallError::Status(status) => retry::classify(status).outcome_unknown(),
-        }
-    }
-}
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::InvalidAddress(reason) => f.write_str(reason),
-            CallError::Connect(reason) => write!(f, "cannot connect: {reason}"),
-            CallError::TimedOut(after) => write!(f, "no answer within {after:?}"),
-            // A status tonic made from a broken connection says "UNKNOWN: transport error";
-            // what broke is in its sources.
-            CallError::Status(status) => match (retry::classify(status), status.source()) {
-                (FailureKind::Transport, Some(source)) => {
-                    write!(f, "connection lost mid-call: {}", error_chain(source))
-                }
-                (FailureKind::NotSent, Some(source)) => {
-                    write!(
-                        f,
-                        "connection lost before the request was sent: {}",
-                        error_chain(source)
-                    )
-                }
-                _ => StatusText(status).fmt(f),
-            },
-        }
-    }
-}
-
-/// One replica that was tried and did not answer.
-#[derive(Debug)]
-pub struct Failure {
-    pub target: Target,
-    pub error: CallError,
-}
 
 /// A value and the replica that gave it.
 #[derive(Debug)]

@@ -1,12 +1,11 @@
 //! What can go wrong in a `nettingctl` command, and the exit code each failure gives.
 
-use std::fmt;
 use std::io;
 
 use thiserror::Error;
 use tonic::Code;
 
-use super::client::{CallError, Failure};
+use super::call_error::{CallError, Failure, code_name};
 use super::target::{InvalidAddr, Target};
 
 /// Exit code for bad input caught before anything was sent (clap uses the same for its own).
@@ -118,58 +117,6 @@ fn not_connected_message(sidecar: &str, asked: &[(String, CallError)]) -> String
     text
 }
 
-/// The canonical gRPC name of a status code (`NOT_FOUND`), which is what operators search for.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// An error and its sources joined with `: `, skipping repeats, because transport errors keep
-/// the useful part ("Connection refused") several sources deep.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
-}
-
-/// Shows a status as `CODE: message`, or just `CODE` when the message is empty.
-#[derive(Debug)]
-pub struct StatusText<'a>(pub &'a tonic::Status);
-
-impl fmt::Display for StatusText<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = code_name(self.0.code());
-        match self.0.message() {
-            "" => f.write_str(name),
-            message => write!(f, "{name}: {message}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -190,16 +137,6 @@ mod tests {
         );
         assert_eq!(err.exit_code(), EXIT_FAILURE);
         assert_eq!(CtlError::Usage("x".into()).exit_code(), EXIT_USAGE);
-    }
-
-    /// Nested sources are all shown once, outermost first.
-    #[test]
-    fn error_chain_joins_sources_without_repeats() {
-        #[derive(Debug, Error)]
-        #[error("outer")]
-        struct Outer(#[source] io::Error);
-        let err = Outer(io::Error::new(io::ErrorKind::ConnectionRefused, "refused"));
-        assert_eq!(error_chain(&err), "outer: refused");
     }
 
     /// A sidecar found nowhere names every replica asked, NOT_FOUND as "not connected here".

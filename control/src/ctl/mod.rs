@@ -11,6 +11,7 @@
 //! tests can drive whole commands against a fake replica and read what they print.
 
 pub mod args;
+pub mod call_error;
 pub mod client;
 pub mod commands;
 pub mod error;
