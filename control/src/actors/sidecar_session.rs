@@ -40,6 +40,11 @@ pub struct SidecarSession {
     applied_times: AppliedTimes,
     /// Every event this session logs is in this span: which stream, which pod.
     span: tracing::Span,
+    /// The ACK timer of the response in flight. Only one response is ever unacknowledged, so
+    /// arming a new one cancels the last: actix polls every timer an actor holds on each of
+    /// its wake-ups, and timers of acknowledged responses left to expire piled up (one per
+    /// update) and made every message cost as much as all of them.
+    ack_timer: Option<SpawnHandle>,
 }
 
 impl std::fmt::Debug for SidecarSession {
@@ -77,6 +82,7 @@ impl SidecarSession {
         );
         Self {
             span,
+            ack_timer: None,
             id: start.id,
             identity: start.identity,
             state: SessionState::new(
@@ -132,10 +138,14 @@ impl SidecarSession {
                             .increment(1);
                         // One timer per response, so the timeout holds to the millisecond.
                         let delay = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        ctx.run_later(delay, move |act, ctx| {
+                        if let Some(previous) = self.ack_timer.take() {
+                            ctx.cancel_future(previous);
+                        }
+                        self.ack_timer = Some(ctx.run_later(delay, move |act, ctx| {
+                            act.ack_timer = None;
                             let action = act.state.on_timeout(nonce, tokio::time::Instant::now());
                             act.carry_out(action, ctx);
-                        });
+                        }));
                     }
                     // Only one response is ever unacknowledged, so a full channel means the
                     // stream is gone or wedged: either way this session is over.
