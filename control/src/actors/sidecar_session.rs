@@ -136,7 +136,8 @@ impl SidecarSession {
                     Ok(()) => {
                         metrics::counter!("netting_config_updates_total", "kind" => labels.0, "reason" => labels.1)
                             .increment(1);
-                        // One timer per response, so the timeout holds to the millisecond.
+                        // A timer per response, so the timeout holds to the millisecond; the
+                        // last response's timer is cancelled, see `ack_timer`.
                         let delay = deadline.saturating_duration_since(tokio::time::Instant::now());
                         if let Some(previous) = self.ack_timer.take() {
                             ctx.cancel_future(previous);

@@ -26,6 +26,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::{Cli, CtlError, Environment, run};
+use crate::grpc::test_replica::refused_addr as refused;
 
 /// How a fake replica answers every RPC.
 #[derive(Debug, Clone, Copy)]
@@ -333,11 +334,6 @@ async fn serve(replica: &Arc<FakeReplica>) -> String {
         .serve_with_incoming(incoming);
     tokio::spawn(server);
     address
-}
-
-/// An address where nothing listens: bound once for a free port, then released.
-fn refused() -> String {
-    crate::grpc::test_replica::refused_addr()
 }
 
 struct FakeEnv(HashMap<String, String>);

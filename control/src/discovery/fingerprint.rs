@@ -69,14 +69,10 @@ impl Fingerprints {
     }
 
     /// The fingerprint recorded for `key`.
-    pub fn get(&self, key: &ServiceKey) -> Option<u64> {
+    #[cfg(test)]
+    fn get(&self, key: &ServiceKey) -> Option<u64> {
         self.services.get(key).map(|p| p.print)
     }
-}
-
-/// The fingerprint of `service`, computed from scratch.
-pub fn fingerprint(service: &Service) -> u64 {
-    ServicePrint::of(service, &[]).print
 }
 
 impl ServicePrint {

@@ -4,7 +4,7 @@
 use netting_proto::catalog::v1 as pb;
 use netting_proto::catalog::v1::catalog_client::CatalogClient;
 use netting_proto::catalog::v1::catalog_server::Catalog;
-use netting_raft::catalog::{CatalogCommand, InvalidField};
+use netting_raft::catalog::{CatalogCommand, InvalidField, RequestId};
 use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -55,67 +55,86 @@ impl CatalogService {
             command = command.kind(),
             forwarded = already_forwarded,
         );
+        self.until_answered(body, &request_id, command, already_forwarded, forward)
+            .instrument(span)
+            .await
+    }
+
+    /// Proposes on this replica while it leads, forwards to the leader otherwise, and after a
+    /// failure that leaves the outcome open waits for a leader and tries again, until the
+    /// deadline.
+    async fn until_answered<Req, Fwd, Fut>(
+        &self,
+        body: Req,
+        request_id: &RequestId,
+        command: CatalogCommand,
+        already_forwarded: bool,
+        forward: Fwd,
+    ) -> Result<Response<pb::WriteResponse>, Status>
+    where
+        Req: IdentifiedWrite,
+        Fwd: Fn(CatalogClient<tonic::transport::Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<pb::WriteResponse>, Status>>,
+    {
         let deadline = self.replica.leader_deadline();
-        async {
-            loop {
-                match self.replica.route(deadline).await? {
-                    Route::Local => {
-                        let answer = self
-                            .replica
-                            .writer
-                            .send(Propose::request(request_id.clone(), command.clone()))
-                            .await
-                            .map_err(|_| Status::unavailable("the replica is shutting down"))?;
-                        match answer {
-                            Ok(done) => {
-                                if done.duplicate {
-                                    metrics::counter!("netting_catalog_duplicate_requests_total")
-                                        .increment(1);
-                                    tracing::debug!(version = done.version,
-                                        "answered a repeated request from the record");
-                                }
-                                return Ok(Response::new(pb::WriteResponse {
-                                    version: done.version,
-                                    leader_id: done.leader_id,
-                                    duplicate: done.duplicate,
-                                }));
+        loop {
+            match self.replica.route(deadline).await? {
+                Route::Local => {
+                    let answer = self
+                        .replica
+                        .writer
+                        .send(Propose::request(request_id.clone(), command.clone()))
+                        .await
+                        .map_err(|_| Status::unavailable("the replica is shutting down"))?;
+                    match answer {
+                        Ok(done) => {
+                            if done.duplicate {
+                                metrics::counter!("netting_catalog_duplicate_requests_total")
+                                    .increment(1);
+                                tracing::debug!(
+                                    version = done.version,
+                                    "answered a repeated request from the record"
+                                );
                             }
-                            Err(crate::actors::catalog_writer::ProposeError::NotLeader { .. })
-                                if tokio::time::Instant::now() < deadline =>
-                            {
-                                self.replica
-                                    .wait_leader_change(Some(self.replica.node_id), deadline)
-                                    .await;
-                            }
-                            Err(err) => return Err(routing::propose_status(err)),
+                            return Ok(Response::new(pb::WriteResponse {
+                                version: done.version,
+                                leader_id: done.leader_id,
+                                duplicate: done.duplicate,
+                            }));
                         }
-                    }
-                    Route::Forward { leader, .. } if already_forwarded => {
-                        return Err(Status::unavailable(format!(
-                            "this replica is no longer the leader (leader: {leader}); retry"
-                        )));
-                    }
-                    Route::Forward { leader, channel } => {
-                        metrics::counter!("netting_catalog_forwarded_total").increment(1);
-                        let client = CatalogClient::new(channel);
-                        match forward(client, routing::forwarded(body.clone())).await {
-                            Err(status)
-                                if netting_proto::retry::is_transient(&status)
-                                    && tokio::time::Instant::now() < deadline =>
-                            {
-                                tracing::debug!(leader, %status, "forwarding failed; waiting for a leader");
-                                self.replica
-                                    .wait_leader_change(Some(leader), deadline)
-                                    .await;
-                            }
-                            other => return other.map_err(routing::forwarding_failure),
+                        Err(crate::actors::catalog_writer::ProposeError::NotLeader { .. })
+                            if tokio::time::Instant::now() < deadline =>
+                        {
+                            self.replica
+                                .wait_leader_change(Some(self.replica.node_id), deadline)
+                                .await;
                         }
+                        Err(err) => return Err(routing::propose_status(err)),
+                    }
+                }
+                Route::Forward { leader, .. } if already_forwarded => {
+                    return Err(Status::unavailable(format!(
+                        "this replica is no longer the leader (leader: {leader}); retry"
+                    )));
+                }
+                Route::Forward { leader, channel } => {
+                    metrics::counter!("netting_catalog_forwarded_total").increment(1);
+                    let client = CatalogClient::new(channel);
+                    match forward(client, routing::forwarded(body.clone())).await {
+                        Err(status)
+                            if netting_proto::retry::is_transient(&status)
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            tracing::debug!(leader, %status, "forwarding failed; waiting for a leader");
+                            self.replica
+                                .wait_leader_change(Some(leader), deadline)
+                                .await;
+                        }
+                        other => return other.map_err(routing::forwarding_failure),
                     }
                 }
             }
         }
-        .instrument(span)
-        .await
     }
 
     /// Where a read is served: `None` here (a local read, or a linearizable one this replica

@@ -11,6 +11,11 @@ use super::*;
 use crate::discovery::test_catalog::{delete, key, register};
 use crate::discovery::view::ServiceView;
 
+/// The fingerprint of `service` computed from scratch, with nothing cached.
+fn fingerprint(service: &netting_raft::catalog::Service) -> u64 {
+    ServicePrint::of(service, &[]).print
+}
+
 fn catalog() -> Catalog {
     let mut catalog = Catalog::default();
     catalog.apply(1, &register("default", "web", 1)).unwrap();
